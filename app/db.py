@@ -1,0 +1,145 @@
+"""Database wiring: Tortoise per worker, capacity check, migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+from tortoise import Tortoise, connections
+from tortoise.backends.base.config_generator import expand_db_url
+
+from app.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from sanic import Sanic
+
+log = logging.getLogger("app.db")
+
+MODELS_APP = "models"
+MIGRATIONS_DIR = Path("migrations")
+# Taken by `migrate` while it applies migrations, so replicas never migrate concurrently.
+MIGRATION_LOCK_ID = 0x17E45
+
+
+def tortoise_config(settings: Settings, *, pool: bool = True) -> dict[str, Any]:
+    """The Tortoise config for `settings.DATABASE_URL`, with the pool sized by settings."""
+    connection = expand_db_url(settings.DATABASE_URL)
+    credentials = connection["credentials"]
+    if pool:
+        credentials.update(
+            minsize=settings.DB_POOL_MIN,
+            maxsize=settings.DB_POOL_MAX,
+            timeout=settings.DB_CONNECT_TIMEOUT,
+            command_timeout=settings.DB_COMMAND_TIMEOUT,
+        )
+    else:
+        credentials.update(minsize=1, maxsize=1, timeout=settings.DB_CONNECT_TIMEOUT)
+    return {
+        "connections": {"default": connection},
+        "apps": {MODELS_APP: {"models": ["models", "aerich.models"], "default_connection": "default"}},
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+def __getattr__(name: str) -> Any:
+    # `aerich` reads its config from `app.db.AERICH_CONFIG` (pyproject.toml); build it on demand
+    # so importing this module never reads the environment.
+    if name == "AERICH_CONFIG":
+        from app.settings import load_settings
+
+        return tortoise_config(load_settings(), pool=False)
+    raise AttributeError(name)
+
+
+def register(app: Sanic[Any, Any]) -> None:
+    """Open Tortoise and its pool in each worker; close them when the worker stops.
+
+    Initialised the way `tortoise.contrib.sanic.register_tortoise` does it: with the global
+    fallback on, so handler tasks (which do not inherit the listener's context) see the ORM.
+    """
+
+    @app.before_server_start
+    async def open_database(app: Sanic[Any, Any]) -> None:
+        settings: Settings = app.ctx.settings
+        await Tortoise.init(config=tortoise_config(settings), _enable_global_fallback=True)
+        client = connections.get("default")
+        await client.create_connection(with_db=True)
+        app.ctx.pool = client._pool
+
+    @app.after_server_stop
+    async def close_database(app: Sanic[Any, Any]) -> None:
+        pool, app.ctx.pool = app.ctx.pool, None
+        if pool is not None:
+            # Close gracefully, but never let a wedged connection hold up shutdown.
+            try:
+                await asyncio.wait_for(pool.close(), timeout=5)
+            except asyncio.TimeoutError:
+                log.warning("pool did not close in 5 s; terminating its connections")
+                pool.terminate()
+        await Tortoise.close_connections()
+
+
+async def _connect(settings: Settings) -> asyncpg.Connection:
+    creds = expand_db_url(settings.DATABASE_URL)["credentials"]
+    return await asyncpg.connect(
+        host=creds.get("host"),
+        port=creds.get("port"),
+        user=creds.get("user"),
+        password=creds.get("password"),
+        database=creds.get("database"),
+        timeout=settings.DB_CONNECT_TIMEOUT,
+    )
+
+
+async def check_capacity(settings: Settings) -> None:
+    """Refuse to start when every worker's full pool cannot fit in `max_connections`."""
+    try:
+        conn = await _connect(settings)
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
+        raise SettingsError(f"DATABASE_URL: cannot connect: {exc}") from None
+    try:
+        max_connections = int(await conn.fetchval("SHOW max_connections"))
+        reserved = int(await conn.fetchval("SHOW superuser_reserved_connections"))
+        if await conn.fetchval("SELECT 1 FROM pg_settings WHERE name = 'reserved_connections'"):
+            reserved += int(await conn.fetchval("SHOW reserved_connections"))
+        in_use = int(await conn.fetchval("SELECT count(*) FROM pg_stat_activity"))
+    finally:
+        await conn.close()
+    available = max_connections - reserved
+    needed = settings.WORKERS * settings.DB_POOL_MAX
+    if needed > available:
+        raise SettingsError(
+            f"DB_POOL_MAX: {settings.WORKERS} workers x {settings.DB_POOL_MAX} connections = "
+            f"{needed}, but the database allows {available} "
+            f"(max_connections {max_connections} - {reserved} reserved); "
+            "lower WORKERS or DB_POOL_MAX, or raise max_connections"
+        )
+    log.info(
+        "database capacity: %d of %d connections for %d workers (%d in use now)",
+        needed,
+        available,
+        settings.WORKERS,
+        in_use,
+    )
+
+
+async def migrate(settings: Settings) -> list[str]:
+    """Apply every aerich migration not yet applied; returns the ones applied now."""
+    from aerich import Command
+
+    lock = await _connect(settings)
+    try:
+        await lock.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
+        async with Command(
+            tortoise_config=tortoise_config(settings, pool=False),
+            app=MODELS_APP,
+            location=str(MIGRATIONS_DIR),
+        ) as command:
+            applied: list[str] = await command.upgrade(run_in_transaction=True)
+        return applied
+    finally:
+        await lock.close()

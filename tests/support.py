@@ -1,0 +1,138 @@
+"""Helpers the test suites share: databases, ports, a real server process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+async def _admin(url: str, *statements: str) -> None:
+    conn = await asyncpg.connect(with_database(url, "postgres"))
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def create_database(server_url: str, name: str) -> str:
+    asyncio.run(
+        _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
+    )
+    return with_database(server_url, name)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def run_sql(url: str, *statements: str) -> None:
+    async def run() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def fetch_sql(url: str, query: str, *args: object) -> list[asyncpg.Record]:
+    async def run() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(url)
+        try:
+            return list(await conn.fetch(query, *args))
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def server_env(database_url: str, port: int, **extra: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DATABASE_", "DB_", "WORKERS", "PORT", "HOST"))
+    }
+    env.update(
+        DATABASE_URL=database_url,
+        PORT=str(port),
+        HOST="127.0.0.1",
+        WORKERS="2",
+        DB_POOL_MIN="1",
+        DB_POOL_MAX="10",
+        ENV="development",
+        LOG_LEVEL="INFO",
+    )
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def running_server(
+    database_url: str, *, log_path: Path, startup_timeout: float = 30.0, **extra: str
+) -> Iterator[str]:
+    """`python -m app serve` as a real process; yields its base URL, stops it with SIGTERM."""
+    port = free_port()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve"],
+            cwd=ROOT,
+            env=server_env(database_url, port, **extra),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + startup_timeout
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"server exited: {log_path.read_text()}")
+                try:
+                    if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"server not ready: {log_path.read_text()}")
+                time.sleep(0.1)
+            yield base
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    # A second SIGTERM ends a manager wedged during start-up (STACK-NOTES).
+                    process.send_signal(signal.SIGTERM)
+                    try:
+                        process.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        process.kill()
+                        process.wait()
