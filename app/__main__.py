@@ -35,7 +35,8 @@ def serve(settings: Settings) -> int:
     from sanic import Sanic
     from sanic.worker.loader import AppLoader
 
-    from app.db import check_capacity, migrate as apply_migrations
+    from app.db import check_capacity
+    from app.db import migrate as apply_migrations
     from app.server import create_app
 
     if settings.embedded_db:

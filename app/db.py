@@ -39,7 +39,9 @@ def tortoise_config(settings: Settings, *, pool: bool = True) -> dict[str, Any]:
         credentials.update(minsize=1, maxsize=1, timeout=settings.DB_CONNECT_TIMEOUT)
     return {
         "connections": {"default": connection},
-        "apps": {MODELS_APP: {"models": ["models", "aerich.models"], "default_connection": "default"}},
+        "apps": {
+            MODELS_APP: {"models": ["models", "aerich.models"], "default_connection": "default"}
+        },
         "use_tz": True,
         "timezone": "UTC",
     }
@@ -77,7 +79,7 @@ def register(app: Sanic[Any, Any]) -> None:
             # Close gracefully, but never let a wedged connection hold up shutdown.
             try:
                 await asyncio.wait_for(pool.close(), timeout=5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("pool did not close in 5 s; terminating its connections")
                 pool.terminate()
         await Tortoise.close_connections()
@@ -99,7 +101,7 @@ async def check_capacity(settings: Settings) -> None:
     """Refuse to start when every worker's full pool cannot fit in `max_connections`."""
     try:
         conn = await _connect(settings)
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         raise SettingsError(f"DATABASE_URL: cannot connect: {exc}") from None
     try:
         max_connections = int(await conn.fetchval("SHOW max_connections"))

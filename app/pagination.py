@@ -139,7 +139,9 @@ def parse_list_query(args: Mapping[str, Sequence[str]]) -> ListQuery:
 
     if (raw := _single(args, "q")) is not None:
         if len(raw) > MAX_QUERY_LENGTH:
-            errors.append({"field": "q", "message": f"must be at most {MAX_QUERY_LENGTH} characters"})
+            errors.append(
+                {"field": "q", "message": f"must be at most {MAX_QUERY_LENGTH} characters"}
+            )
         elif "\x00" in raw:
             errors.append({"field": "q", "message": "must not contain NUL"})
         elif raw:

@@ -68,7 +68,9 @@ Description = Annotated[
     str, BeforeValidator(_strict_text), Field(max_length=2000), AfterValidator(_clean_description)
 ]
 Sku = Annotated[
-    str, BeforeValidator(_strict_text), Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    str,
+    BeforeValidator(_strict_text),
+    Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$"),
 ]
 Price = Annotated[
     Decimal,

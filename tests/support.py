@@ -42,7 +42,11 @@ async def _admin(url: str, *statements: str) -> None:
 
 def create_database(server_url: str, name: str) -> str:
     asyncio.run(
-        _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
+        _admin(
+            server_url,
+            f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+            f'CREATE DATABASE "{name}"',
+        )
     )
     return with_database(server_url, name)
 
