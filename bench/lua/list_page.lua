@@ -1,0 +1,2 @@
+-- GET /items?limit=20&cursor=... with a random cursor collected from this server.
+request = list_page_request
