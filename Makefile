@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install run serve migrate test lint format bench
+.PHONY: help install run serve migrate test lint format lock bench bench-quick deploy-lint container-smoke fuzz
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,3 +44,20 @@ lock: ## Re-resolve requirements.lock from pyproject.toml in a scratch venv
 	.venv-lock/bin/python -m pip install --quiet '.[dev]'
 	.venv-lock/bin/python -m pip freeze --exclude items-service > requirements.lock
 	rm -rf .venv-lock
+
+BENCH_ARGS ?=
+
+bench: $(STAMP) ## Benchmark against the raw Sanic baseline (PostgreSQL at 127.0.0.1; BENCH_ARGS=...)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench-quick: $(STAMP) ## One short benchmark round (about a minute)
+	$(BIN)/python bench/run.py --rounds 1 --duration 5 --warmup 2 $(BENCH_ARGS)
+
+deploy-lint: ## Lint Dockerfile, compose file, Kubernetes manifests and deploy scripts
+	scripts/deploy-lint.sh
+
+container-smoke: ## Build the image and run it (and docker compose) for real; root, installs docker.io
+	scripts/container-smoke.sh
+
+fuzz: $(STAMP) ## Fuzz the API against its OpenAPI document for 10 minutes (schemathesis, all checks)
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-600} FUZZ_SEED= $(BIN)/python -m pytest -p no:cacheprovider -m contract tests/contract/test_schemathesis.py

@@ -1,14 +1,20 @@
-"""Command line: `python -m app serve | migrate`."""
+"""Command line: `python -m app serve | migrate | gen-cert | create-user | revoke-tokens`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
+import signal
 import sys
 from functools import partial
+from pathlib import Path
+from types import FrameType
 
+from app.logs import configure_logging
 from app.settings import Settings, SettingsError, load_settings
+from app.users import UserError
 
 log = logging.getLogger("app")
 
@@ -32,42 +38,162 @@ def migrate(settings: Settings) -> int:
 
 
 def serve(settings: Settings) -> int:
+    import shutil
+
+    from app.lifecycle import prepare_metrics_dir
+
+    # Before anything imports prometheus_client (it picks multiprocess mode at import time);
+    # workers inherit the variable.
+    metrics_dir = prepare_metrics_dir(settings)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    try:
+        return _serve(settings)
+    finally:
+        if settings.METRICS_DIR is None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve(settings: Settings) -> int:
     from sanic import Sanic
     from sanic.worker.loader import AppLoader
 
+    from app import tls
     from app.db import check_capacity
     from app.db import migrate as apply_migrations
-    from app.server import create_app
+    from app.lifecycle import worker_app
 
+    if settings.tls_enabled:
+        # A missing, mismatched or expired certificate stops start-up here, naming the file.
+        cert = tls.check_files(settings)
+        log.info("TLS on: %s, valid %d more days", settings.tls_cert, cert.days_left())
     if settings.embedded_db:
         settings = _with_database(settings)
         # The embedded database is private to this process: bring it to head before serving.
         asyncio.run(apply_migrations(settings))
     asyncio.run(check_capacity(settings))
 
-    loader = AppLoader(factory=partial(create_app, settings))
+    # Each spawned worker builds its app through this factory, logging configured first.
+    loader = AppLoader(factory=partial(tls.with_redirect_app, worker_app, settings))
     app = loader.load()
     app.prepare(
         host=settings.HOST,
         port=settings.PORT,
         workers=settings.WORKERS,
-        access_log=settings.ACCESS_LOG,
+        # Sanic's access log is replaced by app.access (ACCESS_LOG, app/observability.py).
+        access_log=False,
         single_process=False,
         auto_reload=False,
         motd=False,
+        ssl=tls.server_ssl(settings),
     )
+    tls.prepare_redirect(settings)
     Sanic.serve(primary=app, app_loader=loader)
     return 0
 
 
+def gen_cert(settings: Settings, args: argparse.Namespace) -> int:
+    from app.tls import generate_dev_cert
+
+    del settings
+    try:
+        cert, key = generate_dev_cert(Path(args.out), force=args.force)
+    except FileExistsError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    log.info("wrote %s and %s (development only: self-signed for localhost)", cert, key)
+    return 0
+
+
+def _read_password() -> str:
+    """Prompted on a terminal; else one line from stdin, so scripts can pipe it in."""
+    if sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat: ") != password:
+            raise UserError("password: the two entries differ")
+        return password
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def create_user(settings: Settings, args: argparse.Namespace) -> int:
+    from app import users
+    from app.db import _connect as connect  # the admin connection `migrate` uses
+
+    scopes = [scope for part in args.scopes for scope in part.replace(",", " ").split()]
+    try:
+        users.check_new_user(args.username, "x" * users.MIN_PASSWORD_LENGTH, scopes)
+        password = _read_password()
+
+        async def run() -> users.User:
+            conn = await connect(_with_database(settings))
+            try:
+                return await users.create_user(conn, args.username, password, scopes)
+            finally:
+                await conn.close()
+
+        user = asyncio.run(run())
+    except UserError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    log.info("created user %s (id %d, scopes: %s)", user.username, user.id, " ".join(user.scopes))
+    return 0
+
+
+def revoke_tokens(settings: Settings, args: argparse.Namespace) -> int:
+    from app import users
+    from app.db import _connect as connect  # the admin connection `migrate` uses
+
+    async def run() -> int:
+        conn = await connect(_with_database(settings))
+        try:
+            return await users.revoke_user_tokens(conn, args.username)
+        finally:
+            await conn.close()
+
+    try:
+        revoked = asyncio.run(run())
+    except UserError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    log.info(
+        "revoked %d refresh tokens of %s (access tokens lapse within ACCESS_TOKEN_TTL)",
+        revoked,
+        args.username,
+    )
+    return 0
+
+
 COMMANDS = {"serve": serve, "migrate": migrate}
+# Commands that also take their parsed arguments.
+ARG_COMMANDS = {"gen-cert": gen_cert, "create-user": create_user, "revoke-tokens": revoke_tokens}
+
+
+def _stop_before_serving(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
+    # Until the server's own handlers take over, SIGTERM/SIGINT end start-up cleanly (exit 0).
+    log.info("%s before serving: stopping", signal.Signals(signum).name)
+    raise SystemExit(0)
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _stop_before_serving)
+    signal.signal(signal.SIGINT, _stop_before_serving)
     parser = argparse.ArgumentParser(prog="python -m app", description="The items service.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="serve the API with WORKERS worker processes")
     sub.add_parser("migrate", help="apply database migrations, then exit")
+    cert = sub.add_parser("gen-cert", help="write a development TLS key and certificate")
+    cert.add_argument("--out", default="certs", help="folder for fullchain.pem and privkey.pem")
+    cert.add_argument("--force", action="store_true", help="replace existing files")
+    user = sub.add_parser(
+        "create-user", help="create a user; the password is prompted for, or read from stdin"
+    )
+    user.add_argument("username")
+    user.add_argument(
+        "--scopes", action="append", default=[], help="e.g. items:write (repeat or comma-separate)"
+    )
+    revoke = sub.add_parser("revoke-tokens", help="revoke every refresh token of a user")
+    revoke.add_argument("username")
     args = parser.parse_args(argv)
 
     try:
@@ -75,10 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
-    logging.basicConfig(
-        level=settings.LOG_LEVEL, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
     try:
+        if args.command in ARG_COMMANDS:
+            return ARG_COMMANDS[args.command](settings, args)
         return COMMANDS[args.command](settings)
     except SettingsError as exc:
         sys.stderr.write(f"error: {exc}\n")

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
-from tortoise import Tortoise, connections
+import tortoise.context
+from tortoise import Tortoise
 from tortoise.backends.base.config_generator import expand_db_url
 
+from app.pool import Database, TracedDatabase
 from app.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -25,9 +27,17 @@ MIGRATION_LOCK_ID = 0x17E45
 
 
 def tortoise_config(settings: Settings, *, pool: bool = True) -> dict[str, Any]:
-    """The Tortoise config for `settings.DATABASE_URL`, with the pool sized by settings."""
-    connection = expand_db_url(settings.DATABASE_URL)
+    """The Tortoise config for `settings.DATABASE_URL`, with the pool sized by settings.
+
+    Without a pool (aerich, `migrate`) it goes to `settings.direct_database_url`.
+    """
+    url = settings.DATABASE_URL if pool else settings.direct_database_url
+    connection = expand_db_url(url)
     credentials = connection["credentials"]
+    if settings.DB_PGBOUNCER and url == settings.DATABASE_URL:
+        # Transaction pooling: a named prepared statement would be left on whichever server
+        # connection parsed it ("prepared statement ... does not exist / already exists").
+        credentials["statement_cache_size"] = 0
     if pool:
         credentials.update(
             minsize=settings.DB_POOL_MIN,
@@ -67,14 +77,25 @@ def register(app: Sanic[Any, Any]) -> None:
     @app.before_server_start
     async def open_database(app: Sanic[Any, Any]) -> None:
         settings: Settings = app.ctx.settings
-        await Tortoise.init(config=tortoise_config(settings), _enable_global_fallback=True)
-        client = connections.get("default")
+        # One app per worker process in production; tests may hold several apps in one
+        # process, and Tortoise allows only one global fallback, so later ones go without.
+        app.ctx.orm = await Tortoise.init(
+            config=tortoise_config(settings),
+            _enable_global_fallback=tortoise.context.get_current_context() is None,
+        )
+        client = app.ctx.orm.connections.get("default")
         await client.create_connection(with_db=True)
         app.ctx.pool = client._pool
+        tracer = getattr(app, "tracer", None)
+        app.ctx.db = (
+            TracedDatabase(app.ctx.pool, settings.DB_ACQUIRE_TIMEOUT, tracer)
+            if tracer is not None
+            else Database(app.ctx.pool, settings.DB_ACQUIRE_TIMEOUT)
+        )
 
     @app.after_server_stop
     async def close_database(app: Sanic[Any, Any]) -> None:
-        pool, app.ctx.pool = app.ctx.pool, None
+        pool, app.ctx.pool, app.ctx.db = app.ctx.pool, None, None
         if pool is not None:
             # Close gracefully, but never let a wedged connection hold up shutdown.
             try:
@@ -82,11 +103,15 @@ def register(app: Sanic[Any, Any]) -> None:
             except TimeoutError:
                 log.warning("pool did not close in 5 s; terminating its connections")
                 pool.terminate()
-        await Tortoise.close_connections()
+        orm, app.ctx.orm = app.ctx.orm, None
+        if orm is not None:
+            await orm.close_connections()
 
 
 async def _connect(settings: Settings) -> asyncpg.Connection:
-    creds = expand_db_url(settings.DATABASE_URL)["credentials"]
+    """One connection to PostgreSQL itself (DATABASE_DIRECT_URL when set): admin work."""
+    url = settings.direct_database_url
+    creds = expand_db_url(url)["credentials"]
     return await asyncpg.connect(
         host=creds.get("host"),
         port=creds.get("port"),
@@ -94,6 +119,7 @@ async def _connect(settings: Settings) -> asyncpg.Connection:
         password=creds.get("password"),
         database=creds.get("database"),
         timeout=settings.DB_CONNECT_TIMEOUT,
+        statement_cache_size=0 if settings.DB_PGBOUNCER and url == settings.DATABASE_URL else 100,
     )
 
 
@@ -113,6 +139,15 @@ async def check_capacity(settings: Settings) -> None:
         await conn.close()
     available = max_connections - reserved
     needed = settings.WORKERS * settings.DB_POOL_MAX
+    if settings.DB_PGBOUNCER:
+        # The pools are PgBouncer's clients; its default_pool_size bounds their server
+        # connections. Only the cache's LISTEN connections (one per worker) come here.
+        needed = settings.WORKERS if settings.CACHE_ENABLED else 0
+        log.info(
+            "DB_PGBOUNCER: %d workers x %d pool connections go through PgBouncer",
+            settings.WORKERS,
+            settings.DB_POOL_MAX,
+        )
     if needed > available:
         raise SettingsError(
             f"DB_POOL_MAX: {settings.WORKERS} workers x {settings.DB_POOL_MAX} connections = "
@@ -135,13 +170,16 @@ async def migrate(settings: Settings) -> list[str]:
 
     lock = await _connect(settings)
     try:
-        await lock.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
-        async with Command(
-            tortoise_config=tortoise_config(settings, pool=False),
-            app=MODELS_APP,
-            location=str(MIGRATIONS_DIR),
-        ) as command:
-            applied: list[str] = await command.upgrade(run_in_transaction=True)
+        # Transaction-scoped, so it is also released correctly through PgBouncer's transaction
+        # pooling (a session lock would stay behind on a pooled server connection).
+        async with lock.transaction():
+            await lock.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_ID)
+            async with Command(
+                tortoise_config=tortoise_config(settings, pool=False),
+                app=MODELS_APP,
+                location=str(MIGRATIONS_DIR),
+            ) as command:
+                applied: list[str] = await command.upgrade(run_in_transaction=True)
         return applied
     finally:
         await lock.close()

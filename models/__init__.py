@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from models.idempotency import IdempotencyKey
 from models.item import Item
+from models.user import RefreshToken, User
 
-__all__ = ["Item"]
+__all__ = ["IdempotencyKey", "Item", "RefreshToken", "User"]

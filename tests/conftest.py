@@ -7,14 +7,25 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 from sanic import Sanic
 from sanic_testing.reusable import ReusableClient
 
 from app import db as app_db
+from app import users
 from app.server import create_app
 from app.settings import Settings, load_settings
-from tests.support import ROOT, create_database, drop_database, free_port, run_sql
+from tests.support import (
+    READER,
+    ROOT,
+    TEST_PASSWORD,
+    WRITER,
+    create_database,
+    drop_database,
+    free_port,
+    run_sql,
+)
 
 # Each test builds its own app under the same name.
 Sanic.test_mode = True
@@ -58,9 +69,70 @@ def clean_db(database_url: str) -> str:
     return database_url
 
 
+@pytest.fixture(scope="session")
+def auth_tokens(database_url: str) -> dict[str, dict[str, str]]:
+    """Login responses of the session's users (WRITER: items:write, READER: items:read).
+
+    The users are created once, in the session database; the tokens come from a real
+    `POST /auth`, and any app of the session accepts them (same key, from the settings).
+    """
+
+    async def create_users() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await users.create_user(conn, WRITER, TEST_PASSWORD, [users.SCOPE_WRITE])
+            await users.create_user(conn, READER, TEST_PASSWORD, [users.SCOPE_READ])
+        finally:
+            await conn.close()
+
+    asyncio.run(create_users())
+    settings = load_settings(
+        env_file=None,
+        DATABASE_URL=database_url,
+        WORKERS=1,
+        DB_POOL_MIN=1,
+        DB_POOL_MAX=2,
+        ACCESS_LOG=False,
+        # Valid for the whole session, however long it runs.
+        ACCESS_TOKEN_TTL=86_400,
+    )
+    tokens = {}
+    with ReusableClient(create_app(settings), port=free_port()) as client:
+        for username in (WRITER, READER):
+            _, resp = client.post("/auth", json={"username": username, "password": TEST_PASSWORD})
+            assert resp.status == 200, resp.text
+            tokens[username] = resp.json
+    return tokens
+
+
+@pytest.fixture(scope="session")
+def write_headers(auth_tokens: dict[str, dict[str, str]]) -> dict[str, str]:
+    """`Authorization` for a token with scope items:write."""
+    return {"Authorization": f"Bearer {auth_tokens[WRITER]['access_token']}"}
+
+
+@pytest.fixture(scope="session")
+def read_headers(auth_tokens: dict[str, dict[str, str]]) -> dict[str, str]:
+    """`Authorization` for a token with scope items:read only."""
+    return {"Authorization": f"Bearer {auth_tokens[READER]['access_token']}"}
+
+
 @pytest.fixture
-def client(settings: Settings, clean_db: str) -> Iterator[ReusableClient]:
-    """A real Sanic server on a TCP port (not the ASGI shortcut), over an empty table."""
+def client(
+    settings: Settings, clean_db: str, write_headers: dict[str, str]
+) -> Iterator[ReusableClient]:
+    """A real Sanic server on a TCP port (not the ASGI shortcut), over an empty table.
+
+    Every request carries an items:write bearer token; use `anon_client` for none.
+    """
+    app = create_app(settings)
+    with ReusableClient(app, port=free_port(), client_kwargs={"headers": write_headers}) as client:
+        yield client
+
+
+@pytest.fixture
+def anon_client(settings: Settings, clean_db: str) -> Iterator[ReusableClient]:
+    """Like `client`, with no credentials."""
     app = create_app(settings)
     with ReusableClient(app, port=free_port()) as client:
         yield client

@@ -6,11 +6,13 @@ import asyncio
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -18,6 +20,11 @@ import asyncpg
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The session's users (tests/conftest.py `auth_tokens`): scope items:write / items:read only.
+WRITER = "test-writer"
+READER = "test-reader"
+TEST_PASSWORD = "correct horse battery staple"  # noqa: S105 (a test fixture)
 
 
 def free_port() -> int:
@@ -98,11 +105,80 @@ def server_env(database_url: str, port: int, **extra: str) -> dict[str, str]:
     return env
 
 
+def create_user_cli(
+    database_url: str, username: str, scopes: list[str], password: str = TEST_PASSWORD
+) -> subprocess.CompletedProcess[str]:
+    """`python -m app create-user`, the password piped on stdin as scripts do."""
+    env = server_env(database_url, free_port())
+    args = [sys.executable, "-m", "app", "create-user", username]
+    for scope in scopes:
+        args += ["--scopes", scope]
+    return subprocess.run(
+        args, cwd=ROOT, env=env, input=password + "\n", capture_output=True, text=True, timeout=60
+    )
+
+
+def login(
+    base: str, username: str, password: str = TEST_PASSWORD, verify: ssl.SSLContext | bool = True
+) -> dict[str, str]:
+    """The token response of `POST /auth` on a real server."""
+    body = {"username": username, "password": password}
+    resp = httpx.post(f"{base}/auth", json=body, verify=verify)
+    assert resp.status_code == 200, resp.text
+    tokens: dict[str, str] = resp.json()
+    return tokens
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@dataclass
+class Server:
+    """A running `python -m app serve`: its base URL, process and log file."""
+
+    base: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def port(self) -> int:
+        return int(self.base.rsplit(":", 1)[1])
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
 @contextmanager
 def running_server(
-    database_url: str, *, log_path: Path, startup_timeout: float = 30.0, **extra: str
+    database_url: str,
+    *,
+    log_path: Path,
+    startup_timeout: float = 30.0,
+    tls_ca: Path | None = None,
+    **extra: str,
 ) -> Iterator[str]:
-    """`python -m app serve` as a real process; yields its base URL, stops it with SIGTERM."""
+    """`python -m app serve` as a real process; yields its base URL, stops it with SIGTERM.
+
+    `extra` are environment variables; with `tls_ca` (the CA that signed the server's TLS
+    certificate) the URL is https and readiness is polled over verified TLS.
+    """
+    with server_process(
+        database_url, log_path=log_path, startup_timeout=startup_timeout, tls_ca=tls_ca, **extra
+    ) as server:
+        yield server.base
+
+
+@contextmanager
+def server_process(
+    database_url: str,
+    *,
+    log_path: Path,
+    startup_timeout: float = 30.0,
+    tls_ca: Path | None = None,
+    **extra: str,
+) -> Iterator[Server]:
+    """Like `running_server`, yielding the process too (for tests that signal it)."""
     port = free_port()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -112,21 +188,23 @@ def running_server(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        base = f"http://127.0.0.1:{port}"
+        base = f"{'https' if tls_ca else 'http'}://127.0.0.1:{port}"
+        verify = ssl.create_default_context(cafile=str(tls_ca)) if tls_ca else True
         try:
             deadline = time.monotonic() + startup_timeout
             while True:
                 if process.poll() is not None:
                     raise RuntimeError(f"server exited: {log_path.read_text()}")
                 try:
-                    if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
+                    ready = httpx.get(f"{base}/health/ready", timeout=1, verify=verify)
+                    if ready.status_code == 200:
                         break
                 except httpx.TransportError:
                     pass
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"server not ready: {log_path.read_text()}")
                 time.sleep(0.1)
-            yield base
+            yield Server(base, process, log_path)
         finally:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)

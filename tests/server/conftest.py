@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import run_sql, running_server
+from app import db as app_db
+from app.settings import load_settings
+from tests.pg_cluster import ThrowawayCluster
+from tests.support import bearer, create_database, create_user_cli, login, run_sql, running_server
 
 
 @pytest.fixture(scope="package")
@@ -17,8 +21,36 @@ def live_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
         yield base
 
 
+@pytest.fixture(scope="package")
+def live_write_headers(live_server: str, database_url: str) -> dict[str, str]:
+    """An items:write bearer token for the live server, the way an operator gets one:
+    `python -m app create-user` (password piped on stdin), then `POST /auth`."""
+    created = create_user_cli(database_url, "live-writer", ["items:write"])
+    assert created.returncode == 0, created.stderr
+    return bearer(login(live_server, "live-writer")["access_token"])
+
+
 @pytest.fixture
 def live(live_server: str, database_url: str) -> str:
     """The live server's base URL, over an empty table."""
     run_sql(database_url, "TRUNCATE items RESTART IDENTITY")
     return live_server
+
+
+@pytest.fixture(scope="module")
+def throwaway_cluster() -> Iterator[ThrowawayCluster]:
+    """A private PostgreSQL this module may stop and start (outage and drain tests)."""
+    cluster = ThrowawayCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture(scope="module")
+def throwaway_db(throwaway_cluster: ThrowawayCluster) -> str:
+    """A migrated database on the throwaway cluster."""
+    url = create_database(throwaway_cluster.url, "items")
+    asyncio.run(app_db.migrate(load_settings(env_file=None, DATABASE_URL=url)))
+    return url

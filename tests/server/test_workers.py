@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from collections import Counter
 
 import httpx
@@ -27,8 +28,10 @@ def _server_process(base: str) -> psutil.Process:
 
 
 def test_both_workers_answer_requests(live: str) -> None:
+    # Workers race to accept on one socket, and a busy machine can let one win a whole
+    # round: gather the answering workers over a few rounds of held connections.
     async def hold_connections() -> set[int]:
-        clients = [httpx.AsyncClient(base_url=live) for _ in range(24)]
+        clients = [httpx.AsyncClient(base_url=live) for _ in range(32)]
         try:
             responses = await asyncio.gather(*(c.get("/health") for c in clients))
             assert all(r.status_code == 200 for r in responses)
@@ -46,13 +49,21 @@ def test_both_workers_answer_requests(live: str) -> None:
         finally:
             await asyncio.gather(*(c.aclose() for c in clients))
 
-    assert len(asyncio.run(hold_connections())) == 2
+    answering: set[int] = set()
+    for _ in range(10):
+        answering |= asyncio.run(hold_connections())
+        if len(answering) == 2:
+            break
+        time.sleep(0.2)
+    assert len(answering) == 2
 
 
 def test_racing_patches_with_one_if_match_have_exactly_one_winner(
-    live: str, database_url: str
+    live: str, database_url: str, live_write_headers: dict[str, str]
 ) -> None:
-    created = httpx.post(f"{live}/items", json={"name": "contended", "price": 1})
+    created = httpx.post(
+        f"{live}/items", json={"name": "contended", "price": 1}, headers=live_write_headers
+    )
     item_id = created.json()["id"]
 
     async def race() -> Counter[int]:
@@ -63,7 +74,7 @@ def test_racing_patches_with_one_if_match_have_exactly_one_winner(
                     client.patch(
                         f"/items/{item_id}",
                         json={"quantity": n + 1},
-                        headers={"If-Match": created.headers["etag"]},
+                        headers={"If-Match": created.headers["etag"], **live_write_headers},
                     )
                     for n in range(50)
                 )

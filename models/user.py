@@ -1,0 +1,39 @@
+"""The user aggregate: accounts that log in, and the refresh tokens they hold."""
+
+from __future__ import annotations
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class User(Model):
+    """An account; the password is stored only as an argon2 hash."""
+
+    id = fields.BigIntField(primary_key=True)
+    username = fields.CharField(max_length=64, unique=True)
+    password_hash = fields.CharField(max_length=255)
+    # Space-separated scopes, as in OAuth 2.0 (e.g. "items:read items:write").
+    scopes = fields.CharField(max_length=500, default="")
+    is_active = fields.BooleanField(default=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    refresh_tokens: fields.ReverseRelation[RefreshToken]
+
+    class Meta:
+        table = "users"
+
+
+class RefreshToken(Model):
+    """A refresh token, stored as its SHA-256 so a database leak does not leak tokens."""
+
+    id = fields.BigIntField(primary_key=True)
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="refresh_tokens", on_delete=fields.CASCADE
+    )
+    token_hash = fields.CharField(max_length=64, unique=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    expires_at = fields.DatetimeField(db_index=True)
+
+    class Meta:
+        table = "refresh_tokens"
