@@ -1,0 +1,97 @@
+"""`/metrics` sums every worker process of a real 2-worker server."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support import free_port, running_server
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def health_count(metrics: str) -> float:
+    key = (
+        "items_http_requests_total",
+        frozenset({("method", "GET"), ("route", "/health"), ("status", "200")}),
+    )
+    return samples(metrics).get(key, 0.0)
+
+
+async def hit(base: str, requests: int, connections: int) -> list[int]:
+    """`requests` GETs of /health over `connections` keep-alive connections at once."""
+
+    async def one_connection(count: int) -> list[int]:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            return [(await client.get("/health")).status_code for _ in range(count)]
+
+    per_connection = requests // connections
+    results = await asyncio.gather(*(one_connection(per_connection) for _ in range(connections)))
+    return [status for statuses in results for status in statuses]
+
+
+def test_request_counter_grows_by_exactly_the_requests_sent(
+    database_url: str, tmp_path: Path
+) -> None:
+    with running_server(
+        database_url, log_path=tmp_path / "server.log", WORKERS="2", ACCESS_LOG="false"
+    ) as base:
+        before = httpx.get(f"{base}/metrics").text
+        statuses = asyncio.run(hit(base, requests=1200, connections=40))
+        after = httpx.get(f"{base}/metrics").text
+
+    assert statuses == [200] * 1200
+    assert health_count(after) - health_count(before) == 1200
+    values = samples(after)
+    latency_count = values[
+        (
+            "items_http_request_duration_seconds_count",
+            frozenset({("method", "GET"), ("route", "/health")}),
+        )
+    ]
+    assert latency_count == health_count(after)
+    # Only the scrape itself is in flight while it is rendered.
+    assert values[("items_http_requests_in_flight", frozenset())] == 1
+    assert values[("items_db_pool_max_connections", frozenset())] == 2 * 10
+
+
+def test_metrics_token_is_required_when_set(database_url: str, tmp_path: Path) -> None:
+    with running_server(
+        database_url, log_path=tmp_path / "server.log", WORKERS="1", METRICS_TOKEN="s3cret-token"
+    ) as base:
+        refused = httpx.get(f"{base}/metrics")
+        wrong = httpx.get(f"{base}/metrics", headers={"Authorization": "Bearer nope"})
+        allowed = httpx.get(f"{base}/metrics", headers={"Authorization": "Bearer s3cret-token"})
+
+    assert refused.status_code == 401
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.headers["www-authenticate"].startswith("Bearer")
+    assert wrong.status_code == 401
+    assert allowed.status_code == 200
+    assert "items_http_requests_total" in allowed.text
+
+
+def test_metrics_can_have_their_own_port(database_url: str, tmp_path: Path) -> None:
+    metrics_port = free_port()
+    with running_server(
+        database_url,
+        log_path=tmp_path / "server.log",
+        WORKERS="2",
+        METRICS_PORT=str(metrics_port),
+    ) as base:
+        httpx.get(f"{base}/health")
+        separate = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics")
+        on_api_port = httpx.get(f"{base}/metrics")
+
+    assert separate.status_code == 200
+    assert health_count(separate.text) >= 1
+    assert on_api_port.status_code == 404
