@@ -1,0 +1,116 @@
+"""The rate limiter's counting, headers and client identification (no server)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from limits import parse
+
+from app.ratelimit import PROBES, LocalLimiter, RedisLimiter, WindowTable, client_ip
+from app.settings import SettingsError, load_settings
+from tests.support import free_port
+
+
+def _table(slots: int = 64) -> WindowTable:
+    return WindowTable(*WindowTable.allocate(slots))
+
+
+def test_counts_each_key_separately_within_a_window() -> None:
+    table = _table()
+    assert [table.hit("a", 7) for _ in range(3)] == [1, 2, 3]
+    assert table.hit("b", 7) == 1
+    assert table.hit("a", 7) == 4
+
+
+def test_a_new_window_starts_from_one() -> None:
+    table = _table()
+    for _ in range(5):
+        table.hit("a", 7)
+    assert table.hit("a", 8) == 1
+    assert table.hit("a", 8) == 2
+
+
+def test_a_full_probe_run_forgets_the_least_counted_key() -> None:
+    table = _table(slots=PROBES)  # every key probes the same run of slots
+    keys = [f"k{n}" for n in range(PROBES)]
+    for n, key in enumerate(keys):
+        for _ in range(n + 2):
+            table.hit(key, 1)
+    assert table.hit("newcomer", 1) == 1
+    # The busiest keys keep their counts; the least counted one ("k0") was replaced.
+    assert table.hit(keys[-1], 1) == PROBES + 2
+    assert table.hit("k0", 1) == 1
+
+
+def test_decision_admits_up_to_the_limit_and_says_so_in_headers() -> None:
+    limiter = LocalLimiter(_table())
+    item = parse("3/minute")
+    now = 600.0 + 15  # 15 s into a minute window
+    decisions = [limiter.hit_now("ip:1.2.3.4", item, now) for _ in range(4)]
+    assert [d.allowed for d in decisions] == [True, True, True, False]
+    assert [d.remaining for d in decisions] == [2, 1, 0, 0]
+    assert decisions[-1].headers() == {
+        "RateLimit-Limit": "3",
+        "RateLimit-Remaining": "0",
+        "RateLimit-Reset": "45",
+        "RateLimit-Policy": "3;w=60",
+    }
+    # The next window admits again.
+    assert limiter.hit_now("ip:1.2.3.4", item, 660.0).allowed
+
+
+def _request(peer: str, forwarded: str | None = None) -> Any:
+    headers = {} if forwarded is None else {"x-forwarded-for": forwarded}
+    return SimpleNamespace(ip=peer, headers=headers)
+
+
+PROXIES = (ipaddress.ip_network("10.0.0.0/8"),)
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "trusted", "expected"),
+    [
+        ("203.0.113.9", "198.51.100.1", (), "203.0.113.9"),  # no proxies trusted
+        ("203.0.113.9", "198.51.100.1", PROXIES, "203.0.113.9"),  # peer is not a proxy
+        ("10.0.0.2", "198.51.100.1", PROXIES, "198.51.100.1"),
+        ("10.0.0.2", "6.6.6.6, 198.51.100.1, 10.0.0.3", PROXIES, "198.51.100.1"),  # spoof
+        ("10.0.0.2", None, PROXIES, "10.0.0.2"),
+        ("10.0.0.2", "10.0.0.4, 10.0.0.3", PROXIES, "10.0.0.4"),
+    ],
+)
+def test_client_ip_believes_forwarded_for_only_from_trusted_proxies(
+    peer: str, forwarded: str | None, trusted: tuple[Any, ...], expected: str
+) -> None:
+    assert client_ip(_request(peer, forwarded), trusted) == expected
+
+
+@pytest.mark.parametrize("value", ["lots", "10/fortnight", "-1/minute"])
+def test_a_malformed_limit_stops_start_up_naming_the_variable(value: str) -> None:
+    with pytest.raises(SettingsError, match="RATE_LIMIT"):
+        load_settings(env_file=None, RATE_LIMIT=value)
+
+
+def test_trusted_proxies_are_read_comma_separated() -> None:
+    settings = load_settings(env_file=None, TRUSTED_PROXIES="10.0.0.0/8, 192.0.2.7")
+    assert settings.TRUSTED_PROXIES == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("192.0.2.7/32"),
+    )
+    with pytest.raises(SettingsError, match="TRUSTED_PROXIES"):
+        load_settings(env_file=None, TRUSTED_PROXIES="proxy.example")
+
+
+def test_an_unreachable_redis_falls_back_to_the_machines_own_count() -> None:
+    async def hits() -> list[bool]:
+        local = LocalLimiter(_table())
+        limiter = RedisLimiter(f"redis://127.0.0.1:{free_port()}/0", local)  # nothing listens
+        try:
+            return [(await limiter.hit("ip:1.2.3.4", parse("2/hour"))).allowed for _ in range(3)]
+        finally:
+            await limiter.close()
+
+    assert asyncio.run(hits()) == [True, True, False]
