@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install run serve migrate test lint format lock bench bench-quick deploy-lint container-smoke fuzz
+.PHONY: help install run serve migrate test lint format lock bench bench-quick deploy-lint container-smoke fuzz cluster cluster-test test-pgbouncer
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -61,3 +61,12 @@ container-smoke: ## Build the image and run it (and docker compose) for real; ro
 
 fuzz: $(STAMP) ## Fuzz the API against its OpenAPI document for 10 minutes (schemathesis, all checks)
 	FUZZ_SECONDS=$${FUZZ_SECONDS:-600} FUZZ_SEED= $(BIN)/python -m pytest -p no:cacheprovider -m contract tests/contract/test_schemathesis.py
+
+cluster: $(STAMP) ## nginx + 2 instances (+ PgBouncer) on this machine (root; Ctrl-C stops, kill -HUP: rolling restart)
+	$(BIN)/python deploy/local-cluster/localcluster.py up $(CLUSTER_ARGS)
+
+cluster-test: $(STAMP) ## Only the scale-out tests through nginx and PgBouncer (~50 s)
+	$(BIN)/python -m pytest -m cluster tests/cluster
+
+test-pgbouncer: $(STAMP) ## The API suites with their database behind PgBouncer (transaction mode)
+	$(BIN)/python deploy/local-cluster/localcluster.py with-pgbouncer -- $(BIN)/python -m pytest -q tests/api/items tests/api/test_idempotency.py

@@ -138,7 +138,9 @@ async def check_capacity(settings: Settings) -> None:
     finally:
         await conn.close()
     available = max_connections - reserved
-    needed = settings.WORKERS * settings.DB_POOL_MAX
+    # Each worker's pool, plus its cache's LISTEN connection when the cache is on.
+    listen = 1 if settings.CACHE_ENABLED else 0
+    needed = settings.WORKERS * (settings.DB_POOL_MAX + listen)
     if settings.DB_PGBOUNCER:
         # The pools are PgBouncer's clients; its default_pool_size bounds their server
         # connections. Only the cache's LISTEN connections (one per worker) come here.
@@ -150,7 +152,8 @@ async def check_capacity(settings: Settings) -> None:
         )
     if needed > available:
         raise SettingsError(
-            f"DB_POOL_MAX: {settings.WORKERS} workers x {settings.DB_POOL_MAX} connections = "
+            f"DB_POOL_MAX: {settings.WORKERS} workers x ({settings.DB_POOL_MAX} pool + {listen} "
+            f"listen) connections = "
             f"{needed}, but the database allows {available} "
             f"(max_connections {max_connections} - {reserved} reserved); "
             "lower WORKERS or DB_POOL_MAX, or raise max_connections"
