@@ -29,11 +29,17 @@ from typing import Any
 import jwt
 from sanic import HTTPResponse, Request, Sanic, empty
 from sanic_jwt import Authentication, Initialize, Responses
-from sanic_jwt.endpoints import BaseEndpoint
+from sanic_jwt.endpoints import (
+    AuthenticateEndpoint,
+    BaseEndpoint,
+    RefreshEndpoint,
+    RetrieveUserEndpoint,
+    VerifyEndpoint,
+)
 from sanic_jwt.exceptions import SanicJWTException
 from sanic_jwt.validators import validate_single_scope
 
-from app import users
+from app import docs, users
 from app.settings import Settings
 from app.users import SCOPE_READ, SCOPE_WRITE, User
 
@@ -88,6 +94,10 @@ class ScopeMissing(AuthError):
 
 class BadAuthRequest(AuthError):
     """A login, refresh or logout body without the fields it needs: answered 400."""
+
+
+class AuthBodyNotJson(AuthError):
+    """A login, refresh or logout body not sent as `application/json`: answered 415."""
 
 
 def decode_token(
@@ -173,6 +183,9 @@ async def _guard_reads(request: Request) -> None:
 
 
 def _credentials(request: Request, *fields: str) -> list[str]:
+    sent = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    if sent != "application/json":
+        raise AuthBodyNotJson(f"Send the body as application/json, not {sent or 'nothing'}.")
     body = request.json
     if not isinstance(body, dict) or not all(isinstance(body.get(f), str) for f in fields):
         shape = ", ".join(f'"{f}": "..."' for f in fields)
@@ -274,11 +287,19 @@ def _token_meta(request: Request) -> dict[str, Any]:
 
 
 class LogoutEndpoint(BaseEndpoint):  # type: ignore[misc]
+    @docs.logout
     async def post(self, request: Request, *_: Any, **__: Any) -> HTTPResponse:
         """Revoke a refresh token (204 whether or not it was still valid)."""
         [token] = _credentials(request, "refresh_token")
         await users.revoke_refresh_token(request.app.ctx.db, token)
         return empty(status=204)
+
+
+# sanic-jwt's class views take no decorators of ours: their methods are documented here.
+docs.login(AuthenticateEndpoint.post)
+docs.refresh_token(RefreshEndpoint.post)
+docs.me(RetrieveUserEndpoint.get)
+docs.verify_token(VerifyEndpoint.get)
 
 
 def register(app: Sanic[Any, Any], settings: Settings) -> None:

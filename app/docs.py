@@ -24,6 +24,7 @@ from sanic_ext.extensions.openapi.types import Schema
 from app.item_store import MAX_ID
 from app.pagination import DEFAULT_LIMIT, MAX_LIMIT, MAX_QUERY_LENGTH, SORTS
 from app.schemas import MAX_PRICE, ItemIn, ItemOut, ItemPage, ItemPatch
+from app.users import MAX_PASSWORD_LENGTH, USERNAME
 
 H = TypeVar("H", bound=Callable[..., Any])
 
@@ -142,6 +143,84 @@ READINESS = _schema(
     },
 )
 
+_TOKEN_TYPE = {"type": "string", "enum": ["Bearer"]}
+_EXPIRES_IN = {"type": "integer", "minimum": 1, "description": "Seconds the access token lives."}
+_ACCESS_TOKEN = {"type": "string", "description": "A JWT: send it as `Authorization: Bearer ...`."}
+_REFRESH_TOKEN = {
+    "type": "string",
+    "description": "Exchanged for a new access token at `POST /auth/refresh`.",
+}
+CREDENTIALS_IN = _schema(
+    "CredentialsIn",
+    {
+        "type": "object",
+        "required": ["username", "password"],
+        "properties": {
+            "username": {"type": "string", "pattern": f"^{USERNAME.pattern}$"},
+            "password": {"type": "string", "maxLength": MAX_PASSWORD_LENGTH, "format": "password"},
+        },
+        "example": {"username": "alice", "password": "correct horse battery staple"},
+    },
+)
+REFRESH_TOKEN_IN = _schema(
+    "RefreshTokenIn",
+    {
+        "type": "object",
+        "required": ["refresh_token"],
+        "properties": {"refresh_token": _REFRESH_TOKEN},
+    },
+)
+TOKENS_OUT = _schema(
+    "TokensOut",
+    {
+        "type": "object",
+        "required": ["access_token", "refresh_token", "token_type", "expires_in"],
+        "properties": {
+            "access_token": _ACCESS_TOKEN,
+            "refresh_token": _REFRESH_TOKEN,
+            "token_type": _TOKEN_TYPE,
+            "expires_in": _EXPIRES_IN,
+        },
+    },
+)
+ACCESS_TOKEN_OUT = _schema(
+    "AccessTokenOut",
+    {
+        "type": "object",
+        "required": ["access_token", "token_type", "expires_in"],
+        "properties": {
+            "access_token": _ACCESS_TOKEN,
+            "token_type": _TOKEN_TYPE,
+            "expires_in": _EXPIRES_IN,
+        },
+    },
+)
+USER_OUT = _schema(
+    "UserOut",
+    {
+        "type": "object",
+        "required": ["user_id", "username", "scopes"],
+        "properties": {
+            "user_id": {"type": "integer"},
+            "username": {"type": "string"},
+            "scopes": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "e.g. `items:write`.",
+            },
+        },
+    },
+)
+ME_OUT = _schema("MeOut", {"type": "object", "required": ["me"], "properties": {"me": USER_OUT}})
+VERIFIED_OUT = _schema(
+    "VerifiedOut",
+    {
+        "type": "object",
+        "required": ["valid"],
+        "properties": {"valid": {"type": "boolean", "enum": [True]}},
+    },
+)
+
 # --------------------------------------------------------------------------- headers
 
 _DIGITS = {"type": "string", "pattern": "^[0-9]+$"}
@@ -178,6 +257,11 @@ _HEADERS = {
     ),
     "X-Request-ID": _header(
         "RequestId", "The request's id: the client's when sane, else a new one.", {"type": "string"}
+    ),
+    "Cache-Control": _header(
+        "CacheControl",
+        "`no-store` on every `/auth` response: tokens never sit in a cache.",
+        {"type": "string", "enum": ["no-store"]},
     ),
 }
 _RATE_LIMIT_HEADERS = (
@@ -261,6 +345,21 @@ UNAVAILABLE = _problem(
     "ServiceUnavailable",
     "The database is unreachable or the server is draining; retry shortly.",
     required=("Retry-After",),
+)
+
+LOGIN_FAILED = _problem(
+    "LoginFailed",
+    "Wrong username or password, or the account is disabled (one answer for all three).",
+    required=("WWW-Authenticate",),
+)
+REFRESH_FAILED = _problem(
+    "RefreshFailed",
+    "No bearer token or an invalid one, or the refresh token is unknown, expired or revoked, "
+    "or belongs to another user.",
+    required=("WWW-Authenticate",),
+)
+BAD_AUTH_REQUEST = _problem(
+    "BadAuthRequest", "Malformed JSON, or not a JSON object with each field as a string."
 )
 
 _READ_ERRORS = {"429": TOO_MANY, "503": UNAVAILABLE}
@@ -348,11 +447,13 @@ SpecificationBuilder().add_security_scheme(
     "http",
     scheme="bearer",
     bearer_format="JWT",
-    description=f"An access token from `POST /auth` with the `{WRITE_SCOPE}` scope.",
+    description=f"An access token from `POST /auth` (Try it out, then paste its `access_token` "
+    f"here); item writes need the `{WRITE_SCOPE}` scope.",
 )
 SpecificationBuilder().tag("items", "The items resource.")
 SpecificationBuilder().tag("health", "Liveness and readiness probes.")
 SpecificationBuilder().tag("metrics", "Prometheus metrics of every worker.")
+SpecificationBuilder().tag("auth", "Log in for bearer tokens, refresh them, log out.")
 
 _ITEM = _response("The item.", ITEM_OUT, required=("ETag",), optional=_RATE_LIMIT_HEADERS)
 
@@ -363,11 +464,19 @@ def _operation(
     *,
     body: dict[str, Any] | None = None,
     parameters: list[dict[str, Any]] | None = None,
-    write: bool = False,
+    secured: bool = False,
+    name: str | None = None,
+    summary: str | None = None,
+    description: str | None = None,
 ) -> Callable[[H], H]:
+    """Document one operation; `name` and `summary` default to the handler's name and
+    docstring (sanic-jwt's class views have neither worth showing)."""
+
     def document(handler: H) -> H:
         definition = openapi.definition(
-            operation=handler.__name__,
+            operation=name or handler.__name__,
+            summary=summary,
+            description=description,
             tag=tag,
             body=RequestBody(
                 {media: {"schema": schema} for media, schema in body.items()}, required=True
@@ -375,12 +484,14 @@ def _operation(
             if body
             else None,
             parameter=list[Any](parameters or ()) or None,
-            secured={BEARER: []} if write else None,
+            secured={BEARER: []} if secured else None,
         )
         documented: H = definition(handler)
         # Written straight into the builder: sanic-ext's Response object has no `headers`.
         store = OperationStore()  # type: ignore[no-untyped-call]
         store[documented].responses.update(responses)
+        # A body wraps the handler; sanic-jwt's class views route to the unwrapped method.
+        store[handler] = store[documented]
         return documented
 
     return document
@@ -429,7 +540,7 @@ create_item = _operation(
     },
     body={JSON: ITEM_IN},
     parameters=[IDEMPOTENCY_KEY],
-    write=True,
+    secured=True,
 )
 get_item = _operation(
     "items",
@@ -453,14 +564,14 @@ replace_item = _operation(
     _UPDATE_RESPONSES,
     body={JSON: ITEM_IN},
     parameters=[ITEM_ID, IF_MATCH],
-    write=True,
+    secured=True,
 )
 patch_item = _operation(
     "items",
     _UPDATE_RESPONSES,
     body={JSON: ITEM_PATCH, MERGE_PATCH: ITEM_PATCH},
     parameters=[ITEM_ID, IF_MATCH],
-    write=True,
+    secured=True,
 )
 delete_item = _operation(
     "items",
@@ -473,5 +584,89 @@ delete_item = _operation(
         **_READ_ERRORS,
     },
     parameters=[ITEM_ID, IF_MATCH],
-    write=True,
+    secured=True,
+)
+
+# sanic-jwt's class views (app/auth.py applies these to their methods) and our logout.
+_AUTH_BODY_ERRORS = {
+    "400": BAD_AUTH_REQUEST,
+    "413": TOO_LARGE,
+    "415": UNSUPPORTED,
+    **_READ_ERRORS,
+}
+_NO_STORE = ("Cache-Control",)
+login = _operation(
+    "auth",
+    {
+        "200": _response(
+            "An access token and a refresh token.",
+            TOKENS_OUT,
+            required=_NO_STORE,
+            optional=_RATE_LIMIT_HEADERS,
+        ),
+        "401": LOGIN_FAILED,
+        **_AUTH_BODY_ERRORS,
+    },
+    body={JSON: CREDENTIALS_IN},
+    name="login",
+    summary="Log in: exchange a username and password for tokens.",
+    description="Limited per client address more strictly than other routes "
+    "(`RATE_LIMIT_AUTH`, default 10 a minute).",
+)
+refresh_token = _operation(
+    "auth",
+    {
+        "200": _response(
+            "A new access token (the refresh token stays valid).",
+            ACCESS_TOKEN_OUT,
+            required=_NO_STORE,
+            optional=_RATE_LIMIT_HEADERS,
+        ),
+        "401": REFRESH_FAILED,
+        **_AUTH_BODY_ERRORS,
+    },
+    body={JSON: REFRESH_TOKEN_IN},
+    secured=True,
+    name="refresh_token",
+    summary="Exchange a refresh token for a new access token.",
+    description="The bearer token is the user's access token, which may have expired.",
+)
+me = _operation(
+    "auth",
+    {
+        "200": _response(
+            "The token's user.", ME_OUT, required=_NO_STORE, optional=_RATE_LIMIT_HEADERS
+        ),
+        "401": UNAUTHORIZED,
+        **_READ_ERRORS,
+    },
+    secured=True,
+    name="me",
+    summary="Show the user the bearer token belongs to.",
+)
+verify_token = _operation(
+    "auth",
+    {
+        "200": _response(
+            "The token is valid.", VERIFIED_OUT, required=_NO_STORE, optional=_RATE_LIMIT_HEADERS
+        ),
+        "401": UNAUTHORIZED,
+        "429": TOO_MANY,
+    },
+    secured=True,
+    name="verify_token",
+    summary="Check a bearer token's signature and expiry.",
+)
+logout = _operation(
+    "auth",
+    {
+        "204": _response(
+            "The refresh token is revoked, or was not valid.",
+            required=_NO_STORE,
+            optional=_RATE_LIMIT_HEADERS,
+        ),
+        **_AUTH_BODY_ERRORS,
+    },
+    body={JSON: REFRESH_TOKEN_IN},
+    name="logout",
 )

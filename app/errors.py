@@ -23,9 +23,17 @@ from sanic_ext.exceptions import ValidationError as SanicExtValidationError
 from sanic_jwt.exceptions import SanicJWTException
 from tortoise.exceptions import DoesNotExist, IntegrityError
 
-from app.auth import REALM, AuthError, BadAuthRequest, NotAuthenticated, ScopeMissing
+from app.auth import (
+    REALM,
+    AuthBodyNotJson,
+    AuthError,
+    BadAuthRequest,
+    NotAuthenticated,
+    ScopeMissing,
+)
 from app.idempotency import BadIdempotencyKey, KeyInFlight, KeyReused
 from app.item_store import DuplicateSku, ItemNotFound, VersionMismatch
+from app.logs import Throttle
 from app.middleware import request_id, security_headers
 from app.pagination import QueryError
 from app.ratelimit import RateLimited
@@ -46,6 +54,27 @@ DATABASE_DOWN = (
     # The server shutting down under a query (AdminShutdown, CrashShutdown, ...).
     asyncpg.exceptions.OperatorInterventionError,
 )
+
+
+# During an outage every request fails the same way: one warning per this many seconds (per
+# worker) says so, with the count of the ones not logged, instead of one line per request.
+DATABASE_DOWN_LOG_INTERVAL = 10.0
+database_down_log = Throttle(DATABASE_DOWN_LOG_INTERVAL)
+
+
+def log_database_down(exc: BaseException) -> None:
+    suppressed = database_down_log.ready()
+    if suppressed is None:
+        return
+    if suppressed:
+        log.warning(
+            "database unavailable: %r (%d more since the last such line, not logged)",
+            exc,
+            suppressed,
+            extra={"suppressed": suppressed},
+        )
+    else:
+        log.warning("database unavailable: %r", exc)
 
 
 class UnsupportedMediaType(HTTPException):
@@ -101,6 +130,8 @@ def _auth_problem(request: Request, exc: Exception) -> HTTPResponse:
     """
     if isinstance(exc, BadAuthRequest):
         return problem(request, 400, str(exc), type_="/problems/bad-auth-request")
+    if isinstance(exc, AuthBodyNotJson):
+        return problem(request, 415, str(exc))
     if isinstance(exc, ScopeMissing):
         challenge = (
             f'Bearer realm="{REALM}", error="insufficient_scope", scope="{" ".join(exc.scopes)}"'
@@ -211,7 +242,7 @@ def to_problem(request: Request, exc: Exception, *, debug: bool = False) -> HTTP
             detail = HTTPStatus(status).description
         return problem(request, status, detail, headers=dict(exc.headers or {}))
     if isinstance(exc, DATABASE_DOWN):
-        log.warning("database unavailable: %r", exc)
+        log_database_down(exc)
         return problem(
             request,
             503,

@@ -146,6 +146,17 @@ def test_login_without_a_proper_body_is_400(api: ReusableClient, body: bytes) ->
     _problem(resp, 400)
 
 
+@pytest.mark.parametrize("path", ["/auth", "/auth/logout"])
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_an_auth_body_not_sent_as_json_is_415(
+    api: ReusableClient, path: str, content_type: str | None
+) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    body = b'{"username": "a", "password": "b", "refresh_token": "c"}'
+    _, resp = api.post(path, content=body, headers=headers)
+    _problem(resp, 415)
+
+
 def test_write_with_an_items_write_token_succeeds(api: ReusableClient) -> None:
     token = _tokens(api, WRITER)["access_token"]
     _, resp = api.post("/items", json=ITEM, headers=bearer(token))

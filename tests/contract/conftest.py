@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import pytest
 
-from app.settings import load_settings
-from tests.support import ROOT, running_server
+from tests.support import ROOT, create_user_cli, login, running_server
 
 OUTPUT = ROOT / "test-output"
 
 # Rate limiting is off: the fuzzer sends thousands of requests from one address, and a 429
 # would hide what it is testing. The 429 responses are still documented and checked by shape.
-SERVER_ENV = {"WORKERS": "2", "RATE_LIMIT": "off", "ACCESS_LOG": "false"}
+# Tokens live 3 h: `make fuzz` runs for ten minutes, after the browser tests.
+SERVER_ENV = {
+    "WORKERS": "2",
+    "RATE_LIMIT": "off",
+    "ACCESS_LOG": "false",
+    "ACCESS_TOKEN_TTL": "10800",
+}
+CONTRACT_WRITER = "contract-writer"
 
 
 @pytest.fixture(scope="package")
@@ -44,14 +48,10 @@ def openapi_document(docs_server: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="package")
-def write_token() -> str | None:
-    """A bearer token with scope items:write for the server above (None while there is no auth).
-
-    The server runs in development, where tokens are signed with the settings' development key.
-    """
-    secret = getattr(load_settings(env_file=None), "jwt_secret", None)
-    if secret is None:
-        return None
-    now = int(time.time())
-    claims = {"user_id": 1, "scopes": ["items:write"], "iat": now, "exp": now + 3 * 3600}
-    return jwt.encode(claims, secret, algorithm="HS256")
+def write_token(database_url: str, docs_server: str) -> str:
+    """A bearer token with scope items:write, from a real login of a user that exists, so
+    `GET /auth/me` is fuzzed past its 401 too. Made with the CLI and plain HTTP: the browser
+    tests may first ask for it while Playwright's event loop runs in this thread."""
+    created = create_user_cli(database_url, CONTRACT_WRITER, ["items:write"])
+    assert created.returncode == 0, created.stderr
+    return login(docs_server, CONTRACT_WRITER)["access_token"]

@@ -7,6 +7,7 @@ so a page that still reaches for a CDN fails here instead of rendering from a ca
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,9 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+
+from app.users import SCOPE_WRITE
+from tests.support import TEST_PASSWORD, create_user_cli
 
 pytestmark = pytest.mark.contract
 
@@ -128,4 +132,49 @@ def test_try_it_out_sends_an_authorised_write(
     # persistAuthorization: the token survives a reload, so the next "Try it out" is authorised.
     page.reload(wait_until="networkidle")
     page.wait_for_selector(".btn.authorize.locked", timeout=15_000)
+    assert outside == []
+
+
+@pytest.fixture(scope="module")
+def docs_user(database_url: str) -> tuple[str, str]:
+    """A user to log in with from Swagger UI."""
+    username = "docs-login"
+    created = create_user_cli(database_url, username, [SCOPE_WRITE])
+    assert created.returncode == 0, created.stderr
+    return username, TEST_PASSWORD
+
+
+def test_log_in_with_try_it_out_then_authorize(
+    docs_page: tuple[Page, list[str]], docs_server: str, docs_user: tuple[str, str]
+) -> None:
+    page, outside = docs_page
+    username, password = docs_user
+    page.goto(f"{docs_server}/docs", wait_until="networkidle")
+
+    login = page.locator("#operations-auth-login")
+    login.locator(".opblock-summary").click()
+    login.locator(".try-out__btn").click()
+    login.locator("textarea.body-param__text").fill(
+        json.dumps({"username": username, "password": password})
+    )
+    login.locator(".execute").click()
+    status = login.locator(".live-responses-table tbody .response-col_status").first
+    status.wait_for(timeout=15_000)
+    assert status.inner_text().strip() == "200"
+    body = json.loads(login.locator(".live-responses-table .microlight").first.inner_text())
+
+    page.locator(".btn.authorize").first.click()
+    page.locator(".auth-container input").first.fill(body["access_token"])
+    page.locator(".auth-btn-wrapper .btn.authorize").click()
+    page.locator(".btn-done").click()
+
+    me = page.locator("#operations-auth-me")
+    me.locator(".opblock-summary").click()
+    me.locator(".try-out__btn").click()
+    me.locator(".execute").click()
+    status = me.locator(".live-responses-table tbody .response-col_status").first
+    status.wait_for(timeout=15_000)
+    assert status.inner_text().strip() == "200"
+    shown = json.loads(me.locator(".live-responses-table .microlight").first.inner_text())
+    assert shown["me"]["username"] == username
     assert outside == []

@@ -21,8 +21,6 @@ pytestmark = pytest.mark.contract
 HERE = Path(__file__).resolve().parent
 SECONDS = int(os.environ.get("FUZZ_SECONDS", "90"))
 SEED = os.environ.get("FUZZ_SEED", "1")
-# /auth comes from sanic-jwt and is not described in the document yet.
-EXCLUDE_PATHS = "^/auth"
 
 
 def schemathesis_command(base: str, token: str | None, report_dir: Path) -> list[str]:
@@ -38,8 +36,6 @@ def schemathesis_command(base: str, token: str | None, report_dir: Path) -> list
         str(SECONDS),
         "--request-timeout",
         "10",
-        "--exclude-path-regex",
-        EXCLUDE_PATHS,
         "--report",
         "junit",
         "--report-dir",
