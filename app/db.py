@@ -26,6 +26,18 @@ MIGRATIONS_DIR = Path("migrations")
 MIGRATION_LOCK_ID = 0x17E45
 
 
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """Release a pool connection without asyncpg's reset query.
+
+    asyncpg's default runs `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`
+    on every release: one more round trip per request, measured at ~17 % of a worker's time
+    on GET /items/{id}. Request code never leaves session state behind (no SET, advisory
+    locks, cursors or LISTEN on pool connections: LISTEN has its own connection), and asyncpg
+    still rolls back an unfinished transaction before calling this.
+    """
+    del conn
+
+
 def tortoise_config(settings: Settings, *, pool: bool = True) -> dict[str, Any]:
     """The Tortoise config for `settings.DATABASE_URL`, with the pool sized by settings.
 
@@ -44,6 +56,7 @@ def tortoise_config(settings: Settings, *, pool: bool = True) -> dict[str, Any]:
             maxsize=settings.DB_POOL_MAX,
             timeout=settings.DB_CONNECT_TIMEOUT,
             command_timeout=settings.DB_COMMAND_TIMEOUT,
+            reset=keep_session,
         )
     else:
         credentials.update(minsize=1, maxsize=1, timeout=settings.DB_CONNECT_TIMEOUT)
