@@ -22,9 +22,11 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
+import traceback
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -45,6 +47,9 @@ POLL_SECONDS = 0.2
 LISTENER_LEAD_SECONDS = 0.3
 # Sanic's own limit for workers to acknowledge start-up (WorkerProcess.THRESHOLD, 30 s).
 STARTUP_LIMIT_SECONDS = 30.0
+# Past SHUTDOWN_DELAY + GRACEFUL_SHUTDOWN_TIMEOUT, how long a main process whose workers have all
+# exited may take to return before it is ended (see Supervisor._exit_if_wedged).
+WEDGE_MARGIN = 5.0
 SERVER_PROCESS_PREFIX = "Sanic-Server-"
 
 
@@ -133,7 +138,10 @@ class Supervisor(threading.Thread):
             try:
                 self._tick()
             except (BrokenPipeError, ConnectionError, EOFError):
-                return  # the manager is gone: the server is stopping
+                # The manager is gone: the server is stopping. Keep only the wedge watch.
+                if self.stopping_since is None:
+                    self.stopping_since = time.monotonic()
+                self._exit_if_wedged()
             except Exception:
                 log.exception("supervisor check failed")
 
@@ -148,8 +156,11 @@ class Supervisor(threading.Thread):
             signum, self.pending_signal = self.pending_signal, None
             self.stopping_since = time.monotonic()
             self._forward(signum, None)  # type: ignore[no-untyped-call]
-        if self.stopping_since is not None or self.manager._shutting_down:  # noqa: SLF001
+        if self.stopping_since is None and self.manager._shutting_down:  # noqa: SLF001
+            self.stopping_since = time.monotonic()
+        if self.stopping_since is not None:
             self._close_listener_after_delay()
+            self._exit_if_wedged()
             return
         for process in list(self.manager.transient_processes):
             pid = process.pid
@@ -182,6 +193,32 @@ class Supervisor(threading.Thread):
         self.handled_pids.add(pid)
         metrics.WORKER_CRASHES.inc()
         metrics.mark_process_dead(pid)
+
+    def _exit_if_wedged(self) -> None:
+        """End a main process that outlives its stopped workers.
+
+        Rarely (seen once in a full test run on a loaded machine, as STACK-NOTES reports for
+        a SIGTERM during start-up) Sanic's manager never returns after every worker has
+        completed. Nothing is left to finish then: the workers drained and closed their
+        pools. So past the drain budget, log where the main thread is stuck and exit 0.
+        """
+        if self.stopping_since is None:
+            return
+        budget = (
+            self.settings.SHUTDOWN_DELAY + self.settings.GRACEFUL_SHUTDOWN_TIMEOUT + WEDGE_MARGIN
+        )
+        if time.monotonic() - self.stopping_since < budget:
+            return
+        alive = [p for p in self.manager.transient_processes if p.is_alive()]
+        if alive:
+            return
+        main = sys._current_frames().get(threading.main_thread().ident or 0)  # noqa: SLF001
+        where = "".join(traceback.format_stack(main)) if main is not None else "unknown"
+        log.error(
+            "workers stopped %.0f s ago but the manager did not return; exiting\n%s", budget, where
+        )
+        logging.shutdown()
+        os._exit(0)
 
     def _close_listener_after_delay(self) -> None:
         if self.listener_closed or self.stopping_since is None:

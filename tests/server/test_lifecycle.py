@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -182,6 +183,8 @@ def test_sigterm_while_starting_up_exits_cleanly(database_url: str, trigger: str
         env=server_env(database_url, free_port(), WORKERS="2"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        # Its own group, so a failure can end every process holding the output pipe.
+        start_new_session=True,
     )
     assert process.stdout is not None
     seen = []
@@ -193,8 +196,8 @@ def test_sigterm_while_starting_up_exits_cleanly(database_url: str, trigger: str
     try:
         rest, _ = process.communicate(timeout=30)
     except subprocess.TimeoutExpired:
-        process.kill()
-        rest, _ = process.communicate()
+        os.killpg(process.pid, signal.SIGKILL)
+        rest, _ = process.communicate(timeout=10)
         pytest.fail(f"server still running 30 s after SIGTERM:\n{''.join(seen)}{rest.decode()}")
     output = "".join(seen) + rest.decode()
     assert trigger in output
