@@ -69,7 +69,8 @@ def _serve(settings: Settings) -> int:
     if settings.embedded_db:
         settings = _with_database(settings)
         # The embedded database is private to this process: bring it to head before serving.
-        asyncio.run(apply_migrations(settings))
+        applied = asyncio.run(apply_migrations(settings))
+        log.info("migrations applied: %s", ", ".join(applied) if applied else "none (at head)")
     asyncio.run(check_capacity(settings))
 
     # Each spawned worker builds its app through this factory, logging configured first.

