@@ -21,6 +21,7 @@ from tests.support import (
     ROOT,
     TEST_PASSWORD,
     WRITER,
+    app_settings,
     create_database,
     drop_database,
     free_port,
@@ -53,14 +54,7 @@ def database_url(server_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return load_settings(
-        env_file=None,
-        DATABASE_URL=database_url,
-        WORKERS=1,
-        DB_POOL_MIN=1,
-        DB_POOL_MAX=4,
-        ACCESS_LOG=False,
-    )
+    return app_settings(database_url)
 
 
 @pytest.fixture
@@ -86,16 +80,8 @@ def auth_tokens(database_url: str) -> dict[str, dict[str, str]]:
             await conn.close()
 
     asyncio.run(create_users())
-    settings = load_settings(
-        env_file=None,
-        DATABASE_URL=database_url,
-        WORKERS=1,
-        DB_POOL_MIN=1,
-        DB_POOL_MAX=2,
-        ACCESS_LOG=False,
-        # Valid for the whole session, however long it runs.
-        ACCESS_TOKEN_TTL=86_400,
-    )
+    # Tokens valid for the whole session, however long it runs.
+    settings = app_settings(database_url, DB_POOL_MAX=2, ACCESS_TOKEN_TTL=86_400)
     tokens = {}
     with ReusableClient(create_app(settings), port=free_port()) as client:
         for username in (WRITER, READER):

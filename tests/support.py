@@ -14,10 +14,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
+
+from app.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -218,3 +221,16 @@ def server_process(
                     except subprocess.TimeoutExpired:
                         process.kill()
                         process.wait()
+
+
+def app_settings(database_url: str, **overrides: Any) -> Settings:
+    """Settings for an in-process test app: one worker, a small pool, no access log."""
+    values: dict[str, Any] = {
+        "DATABASE_URL": database_url,
+        "WORKERS": 1,
+        "DB_POOL_MIN": 1,
+        "DB_POOL_MAX": 4,
+        "ACCESS_LOG": False,
+    }
+    values.update(overrides)
+    return load_settings(env_file=None, **values)

@@ -18,20 +18,23 @@ from sanic_testing.testing import TestingResponse as Response
 from app import users
 from app.server import create_app
 from app.settings import load_settings
-from tests.support import ROOT, TEST_PASSWORD, bearer, create_user_cli, free_port, run_sql
+from tests.support import (
+    ROOT,
+    TEST_PASSWORD,
+    app_settings,
+    bearer,
+    create_user_cli,
+    free_port,
+    run_sql,
+)
 
 WRITER, READER, DISABLED = "auth-writer", "auth-reader", "auth-disabled"
 ITEM = {"name": "Widget", "price": 9.99}
 
 
 def _settings(database_url: str, **extra: Any) -> Any:
-    return load_settings(
-        env_file=None,
-        DATABASE_URL=database_url,
-        WORKERS=1,
-        DB_POOL_MIN=1,
-        DB_POOL_MAX=4,
-        ACCESS_LOG=False,
+    return app_settings(
+        database_url,
         RATE_LIMIT="off",
         **extra,
     )

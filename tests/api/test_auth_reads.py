@@ -8,24 +8,14 @@ import pytest
 from sanic_testing.reusable import ReusableClient
 
 from app.server import create_app
-from app.settings import load_settings
-from tests.support import free_port
+from tests.support import app_settings, free_port
 
 
 @pytest.fixture(scope="module")
 def guarded(database_url: str, auth_tokens: object) -> Iterator[ReusableClient]:
     # `auth_tokens` first: it runs its own app, and Tortoise allows one per process at a time.
     del auth_tokens
-    settings = load_settings(
-        env_file=None,
-        DATABASE_URL=database_url,
-        WORKERS=1,
-        DB_POOL_MIN=1,
-        DB_POOL_MAX=4,
-        ACCESS_LOG=False,
-        RATE_LIMIT="off",
-        AUTH_REQUIRED_FOR_READS=True,
-    )
+    settings = app_settings(database_url, RATE_LIMIT="off", AUTH_REQUIRED_FOR_READS=True)
     with ReusableClient(create_app(settings), port=free_port()) as client:
         yield client
 

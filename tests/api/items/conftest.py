@@ -16,8 +16,7 @@ import pytest
 from sanic_testing.reusable import ReusableClient
 
 from app.server import create_app
-from app.settings import load_settings
-from tests.support import free_port
+from tests.support import app_settings, free_port
 
 
 def _write_headers(request: pytest.FixtureRequest) -> dict[str, str]:
@@ -31,16 +30,7 @@ def _write_headers(request: pytest.FixtureRequest) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def module_client(request: pytest.FixtureRequest, database_url: str) -> Iterator[ReusableClient]:
-    settings = load_settings(
-        env_file=None,
-        DATABASE_URL=database_url,
-        WORKERS=1,
-        DB_POOL_MIN=1,
-        DB_POOL_MAX=4,
-        ACCESS_LOG=False,
-        RATE_LIMIT="off",
-        CACHE_ENABLED=False,
-    )
+    settings = app_settings(database_url, RATE_LIMIT="off", CACHE_ENABLED=False)
     headers = _write_headers(request)
     app = create_app(settings)
     with ReusableClient(app, port=free_port(), client_kwargs={"headers": headers}) as client:
