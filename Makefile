@@ -41,7 +41,7 @@ format: $(STAMP) ## Apply ruff fixes and formatting
 
 lock: ## Re-resolve requirements.lock from pyproject.toml in a scratch venv
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
-	.venv-lock/bin/python -m pip install --quiet '.[dev]'
+	.venv-lock/bin/python -m pip install --quiet '.[dev,bench]'
 	.venv-lock/bin/python -m pip freeze --exclude items-service > requirements.lock
 	rm -rf .venv-lock
 

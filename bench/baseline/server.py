@@ -6,7 +6,8 @@ validation library. ``bench/run.py`` benchmarks it next to the real service
 and reports our throughput as a ratio of this one.
 
 Configuration comes from the environment: ``DATABASE_URL``, ``HOST``,
-``PORT``, ``WORKERS`` (default 2) and ``DB_POOL_MAX`` (default 10).
+``PORT``, ``WORKERS`` (default 2) and ``DB_POOL_MAX`` (default 10); with ``TLS_CERT`` and
+``TLS_KEY`` set it serves HTTPS, through the same Sanic TLS context (TLS 1.2+) as the service.
 
 Run: ``python bench/baseline/server.py``
 """
@@ -168,6 +169,12 @@ async def create_item(request: Request) -> HTTPResponse:
     )
 
 
+def ssl_files() -> dict[str, str] | None:
+    """Sanic's `ssl=` shorthand, as the service passes it: the same context is built from it."""
+    cert, key = os.environ.get("TLS_CERT"), os.environ.get("TLS_KEY")
+    return {"cert": cert, "key": key} if cert and key else None
+
+
 if __name__ == "__main__":
     logging.getLogger("sanic.root").setLevel(logging.WARNING)
     app.run(
@@ -178,4 +185,5 @@ if __name__ == "__main__":
         single_process=False,
         debug=False,
         auto_reload=False,
+        ssl=ssl_files(),
     )

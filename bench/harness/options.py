@@ -35,6 +35,42 @@ SCENARIOS: dict[str, Scenario] = {
 
 
 SERVERS = ("ours", "baseline")
+BASELINE = "baseline"
+
+# What our server runs with, on top of the settings every run shares (harness/servers.py).
+# `production` is what a production deployment turns on (issue 9 measures it): JSON access
+# log on stdout (which the harness sends to a file, as a container log driver would), request
+# ids and security headers (always on), metrics, and a rate limit high enough never to refuse.
+PRODUCTION_ENV = {
+    "LOG_FORMAT": "json",
+    # The access log is written at INFO: a higher level would silently drop it.
+    "LOG_LEVEL": "INFO",
+    "ACCESS_LOG": "true",
+    "METRICS_ENABLED": "true",
+    "RATE_LIMIT": "1000000/minute",
+    "CACHE_ENABLED": "false",
+}
+PROFILES: dict[str, dict[str, str]] = {
+    "production": PRODUCTION_ENV,
+    "cached": {**PRODUCTION_ENV, "CACHE_ENABLED": "true"},
+    # The harness's settings before profiles: no access log, no rate limit (cache off, so
+    # `get` reads the database in every profile but `cached`).
+    "bare": {
+        "LOG_LEVEL": "WARNING",
+        "ACCESS_LOG": "false",
+        "METRICS_ENABLED": "true",
+        "RATE_LIMIT": "off",
+        "CACHE_ENABLED": "false",
+    },
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Another copy of our server, measured beside the profile's: `--variant NAME:K=V,K=V`."""
+
+    name: str
+    env: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -54,7 +90,13 @@ class Options:
     python: str
     ours_cmd: list[str]
     ours_env: dict[str, str]
-    scheme: str
+    profile: str
+    variants: list[Variant]
+    tls: bool
+    memory: bool
+    memory_seconds: int
+    memory_interval: int
+    chart: bool
     host: str
     workers: int
     pool_max: int
@@ -62,6 +104,15 @@ class Options:
     max_walk_pages: int
     write_headers: dict[str, str]
     auth: str
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
+    def profile_env(self) -> dict[str, str]:
+        """Our server's environment from the profile, then `--ours-env` on top."""
+        return {**PROFILES[self.profile], **self.ours_env}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -113,10 +164,42 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help="extra environment for our server (repeatable)",
     )
     parser.add_argument(
-        "--scheme",
-        choices=("http", "https"),
-        default="http",
-        help="URL scheme; https needs the servers started with TLS (see --ours-env)",
+        "--profile",
+        choices=tuple(PROFILES),
+        default="production",
+        help="settings of our server: production (access log, metrics, rate limit; cache "
+        "off), cached (production + read cache), bare (no access log, no rate limit)",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+        help="also measure our server with these settings on top of the profile's "
+        "(repeatable; e.g. no-access-log:ACCESS_LOG=false); servers then start one at a time",
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve both servers over TLS with a fresh development certificate; wrk uses https",
+    )
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="memory run instead: the mixed scenario against ours only, sampling each "
+        "worker's RSS (see --memory-minutes, --memory-interval)",
+    )
+    parser.add_argument(
+        "--memory-minutes", type=float, default=5, help="length of the --memory run, minutes"
+    )
+    parser.add_argument(
+        "--memory-interval", type=int, default=30, help="seconds between --memory RSS samples"
+    )
+    parser.add_argument(
+        "--no-chart",
+        dest="chart",
+        action="store_false",
+        help="do not draw results.png (drawn only when matplotlib is importable)",
     )
     parser.add_argument("--workers", type=int, default=2, help="server worker processes")
     parser.add_argument("--pool-max", type=int, default=10, help="DB pool size per worker")
@@ -147,9 +230,19 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
 
     scenarios = _split_choices(args.scenarios, SCENARIOS, "--scenarios")
     servers = _split_choices(args.servers, SERVERS, "--servers")
-    for name in ("n_items", "duration", "connections", "threads", "rounds", "cursors"):
+    for name in (
+        "n_items",
+        "duration",
+        "connections",
+        "threads",
+        "rounds",
+        "cursors",
+        "memory_interval",
+    ):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.memory_minutes <= 0:
+        parser.error("--memory-minutes must be positive")
     if args.warmup < 0:
         parser.error("--warmup must not be negative")
     if args.threads > args.connections:
@@ -162,8 +255,17 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         ours_env[key] = value
     try:
         write_headers = configured_write_headers(args.write_header)
+        variants = [parse_variant(raw) for raw in args.variant]
     except ValueError as exc:
         parser.error(str(exc))
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names) or set(names) & set(SERVERS):
+        parser.error(f"--variant names must be unique and not {' or '.join(SERVERS)}")
+    if variants and "ours" not in servers:
+        parser.error("--variant needs ours in --servers")
+    if args.memory:
+        # One long mixed run against our server; its RSS is what is measured.
+        scenarios, servers, variants = ["mixed"], ["ours"], []
 
     return Options(
         n_items=args.n_items,
@@ -181,7 +283,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         python=args.python,
         ours_cmd=shlex.split(args.ours_cmd.format(python=args.python)),
         ours_env=ours_env,
-        scheme=args.scheme,
+        profile=args.profile,
+        variants=variants,
+        tls=args.tls,
+        memory=args.memory,
+        memory_seconds=max(1, round(args.memory_minutes * 60)),
+        memory_interval=args.memory_interval,
+        chart=args.chart,
         host="127.0.0.1",
         workers=args.workers,
         pool_max=args.pool_max,
@@ -215,6 +323,19 @@ def configured_write_headers(raw_headers: Sequence[str]) -> dict[str, str]:
             raise ValueError(f"--write-header expects 'Name: value', got {raw!r}")
         headers[name.strip()] = value.strip()
     return headers
+
+
+def parse_variant(raw: str) -> Variant:
+    name, sep, pairs = raw.partition(":")
+    env = {}
+    for pair in pairs.split(","):
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"--variant expects NAME:KEY=VALUE[,KEY=VALUE], got {raw!r}")
+        env[key.strip()] = value.strip()
+    if not sep or not name or not all(ch.isalnum() or ch in "-_" for ch in name):
+        raise ValueError(f"--variant NAME must be letters, digits, - or _: {raw!r}")
+    return Variant(name, env)
 
 
 def routes_used(opts: Options) -> frozenset[str]:

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.options import SCENARIOS, SERVERS, Options
+from harness.options import BASELINE, SCENARIOS, Options
 from harness.wrk import Measurement
+
+OURS = "ours"
 
 
 @dataclass(frozen=True)
@@ -20,25 +22,52 @@ class Summary:
     p50_ms: dict[str, float]
     p99_ms: dict[str, float]
     errors: dict[str, int]
-    ratio: float | None
-    ratios: list[float]
+    # Per server other than the baseline: the median over rounds of server / baseline (req/s
+    # and p99), and of server / ours (req/s; for --variant), from measurements of one round.
+    ratio: dict[str, float]
+    ratios: dict[str, list[float]]
+    p99_ratio: dict[str, float]
+    vs_ours: dict[str, float]
 
     @property
     def failed(self) -> bool:
         return any(self.errors.values())
 
 
+def server_names(measurements: list[Measurement]) -> list[str]:
+    return list(dict.fromkeys(m.server for m in measurements))
+
+
+def _paired(
+    by_server: dict[str, list[Measurement]], name: str, other: str
+) -> list[tuple[Measurement, Measurement]]:
+    if name == other or other not in by_server:
+        return []
+    rounds = {m.round: m for m in by_server[other]}
+    return [(m, rounds[m.round]) for m in by_server[name] if m.round in rounds]
+
+
 def summarise(measurements: list[Measurement], opts: Options) -> list[Summary]:
+    names = server_names(measurements)
     summaries = []
     for scenario in opts.scenarios:
         by_server = {
             name: [m for m in measurements if m.scenario == scenario and m.server == name]
-            for name in opts.servers
+            for name in names
         }
-        ratios = []
-        if set(opts.servers) == set(SERVERS):
-            pairs = zip(by_server["ours"], by_server["baseline"], strict=True)
-            ratios = [ours.rps / base.rps for ours, base in pairs if base.rps]
+        ratios: dict[str, list[float]] = {}
+        p99_ratio: dict[str, float] = {}
+        vs_ours: dict[str, float] = {}
+        for name in names:
+            pairs = [(a, b) for a, b in _paired(by_server, name, BASELINE) if b.rps]
+            if pairs:
+                ratios[name] = [a.rps / b.rps for a, b in pairs]
+                p99_ratio[name] = statistics.median(
+                    a.p99_ms / b.p99_ms if b.p99_ms else 0.0 for a, b in pairs
+                )
+            to_ours = [a.rps / b.rps for a, b in _paired(by_server, name, OURS) if b.rps]
+            if to_ours and name != BASELINE:
+                vs_ours[name] = statistics.median(to_ours)
         summaries.append(
             Summary(
                 scenario=scenario,
@@ -46,46 +75,105 @@ def summarise(measurements: list[Measurement], opts: Options) -> list[Summary]:
                 p50_ms={n: statistics.median(m.p50_ms for m in ms) for n, ms in by_server.items()},
                 p99_ms={n: statistics.median(m.p99_ms for m in ms) for n, ms in by_server.items()},
                 errors={n: sum(m.errors for m in ms) for n, ms in by_server.items()},
-                ratio=statistics.median(ratios) if ratios else None,
+                ratio={n: statistics.median(r) for n, r in ratios.items()},
                 ratios=ratios,
+                p99_ratio=p99_ratio,
+                vs_ours=vs_ours,
             )
         )
     return summaries
 
 
-def markdown(summaries: list[Summary], opts: Options, meta: dict[str, Any]) -> str:
-    servers = opts.servers
-    head = ["scenario"]
-    head += [f"{s} req/s" for s in servers]
-    if len(servers) == 2:
-        head.append("ratio")
-    for s in servers:
-        head += [f"{s} p50 ms", f"{s} p99 ms"]
-    head += ["errors", "result"]
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
     lines = [
-        f"Items service benchmark, {meta['started_at']} (git {meta['git'] or 'none'})",
-        "",
-        f"N={opts.n_items} items, wrk -t{opts.threads} -c{opts.connections} "
-        f"-d{opts.duration}s after {opts.warmup}s warm-up, {opts.rounds} interleaved "
-        f"round(s), medians; ratio = median over rounds of ours/baseline req/s; "
-        f"{meta['cpu_count']} CPUs shared by wrk, servers and PostgreSQL; "
-        f"load average {meta['load_average_at_start'][0]:.2f} at start.",
-        "",
         "| " + " | ".join(head) + " |",
         "|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|",
     ]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _wide(summaries: list[Summary], servers: list[str]) -> list[str]:
+    """One row per scenario: ours beside the baseline (or one server alone)."""
+    paired = servers == [OURS, BASELINE]
+    head = ["scenario"] + [f"{s} req/s" for s in servers]
+    if paired:
+        head += ["ratio", "p99 ratio"]
+    for s in servers:
+        head += [f"{s} p50 ms", f"{s} p99 ms"]
+    head += ["errors", "result"]
+    rows = []
     for summary in summaries:
-        row = [summary.scenario]
-        row += [f"{summary.rps[s]:,.0f}" for s in servers]
-        if len(servers) == 2:
-            row.append(f"{summary.ratio:.2f}" if summary.ratio is not None else "n/a")
+        row = [summary.scenario] + [f"{summary.rps[s]:,.0f}" for s in servers]
+        if paired:
+            row.append(f"{summary.ratio[OURS]:.2f}" if OURS in summary.ratio else "n/a")
+            row.append(f"{summary.p99_ratio[OURS]:.2f}" if OURS in summary.p99_ratio else "n/a")
         for s in servers:
             row += [f"{summary.p50_ms[s]:.2f}", f"{summary.p99_ms[s]:.2f}"]
         row.append(" / ".join(str(summary.errors[s]) for s in servers))
         row.append("FAIL" if summary.failed else "ok")
-        lines.append("| " + " | ".join(row) + " |")
+        rows.append(row)
+    return _table(head, rows)
+
+
+def _long(summaries: list[Summary], servers: list[str]) -> list[str]:
+    """One row per scenario and server: for --variant runs, each copy of ours vs ours."""
+    head = ["scenario", "server", "req/s", "vs ours", "ratio", "p99 ratio", "p50 ms", "p99 ms"]
+    head += ["errors"]
+    rows = []
+    for summary in summaries:
+        for s in servers:
+            vs = summary.vs_ours.get(s)
+            rows.append(
+                [
+                    summary.scenario,
+                    s,
+                    f"{summary.rps[s]:,.0f}",
+                    f"{(vs - 1) * 100:+.1f} %" if vs is not None and s != OURS else "",
+                    f"{summary.ratio[s]:.2f}" if s in summary.ratio else "",
+                    f"{summary.p99_ratio[s]:.2f}" if s in summary.p99_ratio else "",
+                    f"{summary.p50_ms[s]:.2f}",
+                    f"{summary.p99_ms[s]:.2f}",
+                    str(summary.errors[s]) + (" FAIL" if summary.errors[s] else ""),
+                ]
+            )
+    return _table(head, rows)
+
+
+def describe_setup(opts: Options, meta: dict[str, Any]) -> str:
+    load = meta["load_average_at_start"]
+    end = meta.get("load_average_at_end")
+    return (
+        f"N={opts.n_items} items, profile `{opts.profile}`"
+        f"{', TLS' if opts.tls else ''}, {opts.workers} workers, "
+        f"wrk -t{opts.threads} -c{opts.connections} "
+        f"-d{opts.duration}s after {opts.warmup}s warm-up, {opts.rounds} interleaved "
+        f"round(s), medians; ratio = median over rounds of ours/baseline req/s "
+        f"(p99 ratio: of ours/baseline p99); "
+        f"{meta['cpu_count']} CPUs shared by wrk, servers and PostgreSQL; "
+        f"load average {load[0]:.2f} at start" + (f", {end[0]:.2f} at the end." if end else ".")
+    )
+
+
+def markdown(
+    summaries: list[Summary], opts: Options, meta: dict[str, Any], servers: list[str]
+) -> str:
+    lines = [
+        f"Items service benchmark, {meta['started_at']} (git {meta['git'] or 'none'})",
+        "",
+        describe_setup(opts, meta),
+        "",
+    ]
+    lines += _wide(summaries, servers) if len(servers) <= 2 else _long(summaries, servers)
     lines += ["", "Scenarios:"]
     lines += [f"- `{name}`: {SCENARIOS[name].description}" for name in opts.scenarios]
+    lines += ["", "Settings of each server beyond the shared ones:"]
+    for name, settings in meta["server_settings"].items():
+        shown = " ".join(
+            f"{k}={v}" for k, v in settings.items() if k not in ("TLS_CERT", "TLS_KEY")
+        )
+        lines.append(f"- `{name}`: {shown or '(none)'}")
+    if meta.get("chart"):
+        lines += ["", f"![throughput and p99 per scenario]({meta['chart']})"]
     return "\n".join(lines) + "\n"
 
 
@@ -96,7 +184,8 @@ def write_report(
     measurements: list[Measurement],
     summaries: list[Summary],
 ) -> str:
-    table = markdown(summaries, opts, meta)
+    servers = server_names(measurements)
+    table = markdown(summaries, opts, meta, servers)
     report = {
         "meta": meta,
         "options": {
@@ -107,7 +196,9 @@ def write_report(
             "threads": opts.threads,
             "rounds": opts.rounds,
             "scenarios": opts.scenarios,
-            "servers": opts.servers,
+            "servers": servers,
+            "profile": opts.profile,
+            "tls": opts.tls,
             "workers": opts.workers,
             "pool_max": opts.pool_max,
             "scheme": opts.scheme,
@@ -123,6 +214,8 @@ def write_report(
                 "errors": s.errors,
                 "ratio": s.ratio,
                 "ratios": s.ratios,
+                "p99_ratio": s.p99_ratio,
+                "vs_ours": s.vs_ours,
                 "failed": s.failed,
             }
             for s in summaries
@@ -131,8 +224,12 @@ def write_report(
     }
     (run_dir / "results.md").write_text(table)
     (run_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    link_latest(run_dir)
+    return table
+
+
+def link_latest(run_dir: Path) -> None:
     latest = run_dir.parent / "latest"
     with contextlib.suppress(OSError):
         latest.unlink(missing_ok=True)
         latest.symlink_to(run_dir.name)
-    return table

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import BASELINE_SERVER, REPO_ROOT, BenchError, log_tail
-from harness.options import Options, routes_used
+from harness.options import BASELINE, Options, routes_used
 
 READY_TIMEOUT_S = 90.0
 STARTUP_SETTLE_S = 2.0
@@ -39,6 +39,8 @@ class Server:
     host: str
     port: int
     log_path: Path
+    # The settings this server runs with beyond the shared ones (profile, variant, TLS).
+    settings: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     list_paths: list[str] = field(default_factory=list)
     write_headers: dict[str, str] = field(default_factory=dict)
@@ -66,6 +68,7 @@ def free_port(host: str) -> int:
 
 
 def server_env(opts: Options, port: int, extra: dict[str, str]) -> dict[str, str]:
+    """The environment both servers share, then `extra` (profile, variant, TLS) on top."""
     return {
         # Production refuses to start without a signing secret; a throwaway one
         # per run, unless the environment brings its own (to match a token).
@@ -78,32 +81,60 @@ def server_env(opts: Options, port: int, extra: dict[str, str]) -> dict[str, str
         "PORT": str(port),
         "WORKERS": str(opts.workers),
         "ENV": "production",
-        "LOG_LEVEL": "WARNING",
-        "ACCESS_LOG": "false",
-        "RATE_LIMIT": "off",
         "DB_POOL_MAX": str(opts.pool_max),
         "PYTHONUNBUFFERED": "1",
         **extra,
     }
 
 
-def make_servers(opts: Options, log_dir: Path) -> list[Server]:
-    servers = []
+def make_cert(opts: Options, out_dir: Path) -> tuple[Path, Path]:
+    """A development certificate from the app's own command; both servers serve it."""
+    result = subprocess.run(
+        [opts.python, "-m", "app", "gen-cert", "--out", str(out_dir), "--force"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "ENV": "development"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise BenchError(f"`python -m app gen-cert` exited {result.returncode}: {result.stderr}")
+    return out_dir / "fullchain.pem", out_dir / "privkey.pem"
+
+
+def make_servers(
+    opts: Options, log_dir: Path, cert: tuple[Path, Path] | None = None
+) -> list[Server]:
+    """Ours (with the profile), one copy of ours per variant, and the baseline."""
+    plans: list[tuple[str, list[str], dict[str, str]]] = []
+    baseline_cmd = [opts.python, str(BASELINE_SERVER)]
     for name in opts.servers:
+        if name == BASELINE:
+            plans.append((name, baseline_cmd, {}))
+            continue
+        plans.append((name, opts.ours_cmd, opts.profile_env))
+        plans += [(v.name, opts.ours_cmd, {**opts.profile_env, **v.env}) for v in opts.variants]
+    servers = []
+    for name, cmd, settings in plans:
+        if cert is not None:
+            tls = {"TLS_CERT": str(cert[0]), "TLS_KEY": str(cert[1])}
+            # The baseline serves whatever TLS_CERT/TLS_KEY name (bench/baseline/server.py).
+            settings = (
+                {**settings, **tls}
+                if name == BASELINE
+                else {"TLS_ENABLED": "true", **settings, **tls}
+            )
         port = free_port(opts.host)
-        if name == "ours":
-            cmd, extra = opts.ours_cmd, opts.ours_env
-        else:
-            cmd, extra = [opts.python, str(BASELINE_SERVER)], {}
         servers.append(
             Server(
                 name=name,
                 cmd=cmd,
-                env=server_env(opts, port, extra),
+                env=server_env(opts, port, settings),
                 scheme=opts.scheme,
                 host=opts.host,
                 port=port,
                 log_path=log_dir / f"server-{name}.log",
+                settings=settings,
             )
         )
     return servers
@@ -111,7 +142,8 @@ def make_servers(opts: Options, log_dir: Path) -> list[Server]:
 
 def start_server(server: Server) -> None:
     print(f"starting {server.name}: {shlex.join(server.cmd)} on {server.base_url}", flush=True)
-    with server.log_path.open("wb") as log:
+    # Appended to: with --variant each server starts once per round.
+    with server.log_path.open("ab") as log:
         # A new session keeps Ctrl-C in the terminal from reaching the server
         # directly: stop_server() shuts it down in order instead.
         server.process = subprocess.Popen(

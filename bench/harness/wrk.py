@@ -83,15 +83,8 @@ class Measurement:
     latency_us: dict[str, float]
 
 
-def run_wrk(
-    wrk: str,
-    server: Server,
-    script: Path,
-    opts: Options,
-    duration: int,
-    raw_log: Path,
-) -> dict[str, Any]:
-    cmd = [
+def wrk_command(wrk: str, server: Server, script: Path, opts: Options, duration: int) -> list[str]:
+    return [
         wrk,
         f"-t{opts.threads}",
         f"-c{opts.connections}",
@@ -102,22 +95,43 @@ def run_wrk(
         str(script),
         server.base_url,
     ]
-    env = {
+
+
+def wrk_env(server: Server) -> dict[str, str]:
+    return {
         **os.environ,
         "BENCH_WRITE_HEADERS": "\n".join(f"{k}: {v}" for k, v in server.write_headers.items()),
     }
-    result = subprocess.run(
-        cmd, env=env, capture_output=True, text=True, check=False, timeout=duration + 60
-    )
+
+
+def parse_wrk(
+    cmd: list[str], returncode: int, stdout: str, stderr: str, raw_log: Path
+) -> dict[str, Any]:
+    """wrk's BENCH_JSON line (written by lua/common.lua), after logging the whole output."""
     with raw_log.open("a") as log:
-        log.write(f"$ {shlex.join(cmd)}\n{result.stdout}{result.stderr}\n")
-    if result.returncode != 0:
-        raise BenchError(f"wrk exited {result.returncode}: {result.stderr.strip()}")
-    for line in result.stdout.splitlines():
+        log.write(f"$ {shlex.join(cmd)}\n{stdout}{stderr}\n")
+    if returncode != 0:
+        raise BenchError(f"wrk exited {returncode}: {stderr.strip()}")
+    for line in stdout.splitlines():
         if line.startswith("BENCH_JSON "):
             parsed: dict[str, Any] = json.loads(line.removeprefix("BENCH_JSON "))
             return parsed
     raise BenchError(f"wrk printed no BENCH_JSON line; see {raw_log}")
+
+
+def run_wrk(
+    wrk: str,
+    server: Server,
+    script: Path,
+    opts: Options,
+    duration: int,
+    raw_log: Path,
+) -> dict[str, Any]:
+    cmd = wrk_command(wrk, server, script, opts, duration)
+    result = subprocess.run(
+        cmd, env=wrk_env(server), capture_output=True, text=True, check=False, timeout=duration + 60
+    )
+    return parse_wrk(cmd, result.returncode, result.stdout, result.stderr, raw_log)
 
 
 def measure(
@@ -133,6 +147,12 @@ def measure(
     if opts.warmup:
         run_wrk(wrk, server, script, opts, opts.warmup, raw_log)
     raw = run_wrk(wrk, server, script, opts, opts.duration, raw_log)
+    return to_measurement(raw, server, scenario, round_no)
+
+
+def to_measurement(
+    raw: dict[str, Any], server: Server, scenario: str, round_no: int
+) -> Measurement:
     duration_s = raw["duration_us"] / 1e6
     socket_errors = raw["socket_errors"]
     latency = raw["latency_us"]
