@@ -8,6 +8,7 @@ sets, so code deep in a handler needs no request object to log with the id.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -89,11 +90,64 @@ def _utc(created: float) -> str:
     return f"{_last_second[1]}.{int((created - seconds) * 1000):03d}Z"
 
 
-def configure_logging(settings: Settings) -> None:
-    """Send every logger (Sanic's included) through one stdout handler, once per process."""
-    use_json = settings.LOG_FORMAT == "json" or (
+def json_lines(settings: Settings) -> bool:
+    """Whether log lines are JSON: LOG_FORMAT=json, or auto in production."""
+    return settings.LOG_FORMAT == "json" or (
         settings.LOG_FORMAT == "auto" and settings.is_production
     )
+
+
+def write_access_json(
+    method: str,
+    route: str,
+    path: str,
+    status: int,
+    duration_ms: float,
+    size: int,
+    client_ip: str,
+) -> None:
+    """The access line as `JsonFormatter` would write it, without the logging machinery.
+
+    One line per request is the hottest log call there is: building a LogRecord, the handler
+    lock, the extras filter and a str round trip measured at ~17 % of a worker's time on
+    GET /items/{id}. Same fields, same order, one write and flush on the same stream.
+    """
+    now = time.time()
+    line = orjson.dumps(
+        {
+            "ts": _utc(now),
+            "level": "INFO",
+            "logger": ACCESS_LOGGER,
+            "msg": f"{method} {path} {status} {duration_ms:.1f}ms {size}B {client_ip}",
+            "request_id": request_id_var.get(),
+            "pid": _pid(),
+            "method": method,
+            "route": route,
+            "path": path,
+            "status": status,
+            "duration_ms": duration_ms,
+            "bytes": size,
+            "client_ip": client_ip,
+        }
+    )
+    out = sys.stdout.buffer
+    out.write(line + b"\n")
+    out.flush()
+
+
+_process_id: list[int] = []
+
+
+def _pid() -> int:
+    # Workers are spawned, so each process fills this once.
+    if not _process_id:
+        _process_id.append(os.getpid())
+    return _process_id[0]
+
+
+def configure_logging(settings: Settings) -> None:
+    """Send every logger (Sanic's included) through one stdout handler, once per process."""
+    use_json = json_lines(settings)
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
     root = logging.getLogger()

@@ -16,7 +16,7 @@ from sanic.app import ctx_type
 from sanic.config import Config
 
 from app import metrics
-from app.logs import ACCESS_LOGGER, request_id_var
+from app.logs import ACCESS_LOGGER, request_id_var, write_access_json
 from app.middleware import request_id
 
 if TYPE_CHECKING:
@@ -37,11 +37,13 @@ def _route_template(request: Request) -> str:
 class ObservedSanic(Sanic[Config, ctx_type]):
     """Sanic with the per-request hook; switches are set by `create_app` from settings."""
 
-    __slots__ = ("emit_access_log", "record_metrics", "tracer")
+    __slots__ = ("emit_access_log", "fast_json_access", "record_metrics", "tracer")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.emit_access_log = True
+        # JSON lines: the access line skips the logging machinery (app.logs.write_access_json).
+        self.fast_json_access = False
         self.record_metrics = True
         self.tracer: Tracer | None = None
 
@@ -111,6 +113,11 @@ class ObservedSanic(Sanic[Config, ctx_type]):
             duration_ms = round(seconds * 1000, 3)
             size = len(body) if body else 0
             client_ip = request.client_ip
+            if self.fast_json_access and access_log.isEnabledFor(logging.INFO):
+                write_access_json(
+                    request.method, route, request.path, status, duration_ms, size, client_ip
+                )
+                return
             access_log.info(
                 "%s %s %s %.1fms %dB %s",
                 request.method,

@@ -24,6 +24,7 @@ from app import (
     tracing,
 )
 from app.errors import ProblemHandler
+from app.logs import json_lines
 from app.observability import ObservedSanic
 from app.pool import Database
 from app.settings import Settings, load_settings
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> ItemsApp:
         configure_logging=False,
     )
     app.emit_access_log = settings.ACCESS_LOG
+    app.fast_json_access = json_lines(settings)
     app.record_metrics = settings.METRICS_ENABLED
     app.config.update(
         REQUEST_MAX_SIZE=settings.REQUEST_MAX_SIZE,
