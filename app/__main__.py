@@ -119,7 +119,7 @@ def _read_password() -> str:
 
 def create_user(settings: Settings, args: argparse.Namespace) -> int:
     from app import users
-    from app.db import _connect as connect  # the admin connection `migrate` uses
+    from app.db import connect_direct as connect
 
     scopes = [scope for part in args.scopes for scope in part.replace(",", " ").split()]
     try:
@@ -143,7 +143,7 @@ def create_user(settings: Settings, args: argparse.Namespace) -> int:
 
 def revoke_tokens(settings: Settings, args: argparse.Namespace) -> int:
     from app import users
-    from app.db import _connect as connect  # the admin connection `migrate` uses
+    from app.db import connect_direct as connect
 
     async def run() -> int:
         conn = await connect(_with_database(settings))

@@ -35,8 +35,8 @@ from typing import Any
 
 import asyncpg
 from sanic import Sanic
-from tortoise.backends.base.config_generator import expand_db_url
 
+from app.db import connect_direct
 from app.metrics import CACHE_HITS, CACHE_MISSES
 from app.settings import Settings
 
@@ -148,20 +148,6 @@ class ItemCache:
         self.entries.clear()
 
 
-async def _connect(settings: Settings) -> asyncpg.Connection:
-    # LISTEN needs a session of its own on PostgreSQL: never through PgBouncer's transaction
-    # pooling (DATABASE_DIRECT_URL; app/settings.py refuses the combination).
-    creds = expand_db_url(settings.direct_database_url)["credentials"]
-    return await asyncpg.connect(
-        host=creds.get("host"),
-        port=creds.get("port"),
-        user=creds.get("user"),
-        password=creds.get("password"),
-        database=creds.get("database"),
-        timeout=settings.DB_CONNECT_TIMEOUT,
-    )
-
-
 async def listen_for_writes(cache: ItemCache, settings: Settings) -> None:
     """Keep a LISTEN connection open for as long as the worker runs, reconnecting as needed."""
 
@@ -180,7 +166,9 @@ async def listen_for_writes(cache: ItemCache, settings: Settings) -> None:
     while True:
         conn: asyncpg.Connection | None = None
         try:
-            conn = await _connect(settings)
+            # LISTEN needs a session of its own on PostgreSQL, never PgBouncer's transaction
+            # pooling (DATABASE_DIRECT_URL; app/settings.py refuses the combination).
+            conn = await connect_direct(settings)
             await conn.add_listener(CHANNEL, notified)
             # Writes made while not listening were missed: start empty.
             cache.restart(listening=True)

@@ -121,8 +121,9 @@ def register(app: Sanic[Any, Any]) -> None:
             await orm.close_connections()
 
 
-async def _connect(settings: Settings) -> asyncpg.Connection:
-    """One connection to PostgreSQL itself (DATABASE_DIRECT_URL when set): admin work."""
+async def connect_direct(settings: Settings) -> asyncpg.Connection:
+    """One connection to PostgreSQL itself (DATABASE_DIRECT_URL when set), outside the pool:
+    admin work, and sessions transaction pooling cannot carry (LISTEN)."""
     url = settings.direct_database_url
     creds = expand_db_url(url)["credentials"]
     return await asyncpg.connect(
@@ -139,7 +140,7 @@ async def _connect(settings: Settings) -> asyncpg.Connection:
 async def check_capacity(settings: Settings) -> None:
     """Refuse to start when every worker's full pool cannot fit in `max_connections`."""
     try:
-        conn = await _connect(settings)
+        conn = await connect_direct(settings)
     except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         raise SettingsError(f"DATABASE_URL: cannot connect: {exc}") from None
     try:
@@ -184,7 +185,7 @@ async def migrate(settings: Settings) -> list[str]:
     """Apply every aerich migration not yet applied; returns the ones applied now."""
     from aerich import Command
 
-    lock = await _connect(settings)
+    lock = await connect_direct(settings)
     try:
         # Transaction-scoped, so it is also released correctly through PgBouncer's transaction
         # pooling (a session lock would stay behind on a pooled server connection).
