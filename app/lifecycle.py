@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import os
 import shutil
 import signal
@@ -217,6 +218,10 @@ class Supervisor(threading.Thread):
         log.error(
             "workers stopped %.0f s ago but the manager did not return; exiting\n%s", budget, where
         )
+        # The multiprocessing manager's process would outlive us (holding our stdout open):
+        # end the children this process still has, then this process.
+        for child in multiprocessing.active_children():
+            child.kill()
         logging.shutdown()
         os._exit(0)
 

@@ -39,6 +39,7 @@ def exits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(lifecycle.os, "_exit", fake_exit)
     monkeypatch.setattr(lifecycle.logging, "shutdown", lambda: None)
+    monkeypatch.setattr(lifecycle.multiprocessing, "active_children", list)
     return codes
 
 
