@@ -87,9 +87,9 @@ def test_racing_patches_with_one_if_match_have_exactly_one_winner(
     assert row["version"] == 2
 
 
-def test_start_up_refuses_pools_larger_than_max_connections(database_url: str) -> None:
-    env = server_env(database_url, free_port(), WORKERS="2", DB_POOL_MAX="100000")
-    result = subprocess.run(
+def _serve_expecting_refusal(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python -m app serve` that is expected to stop during start-up."""
+    return subprocess.run(
         [sys.executable, "-m", "app", "serve"],
         cwd=ROOT,
         env=env,
@@ -97,6 +97,11 @@ def test_start_up_refuses_pools_larger_than_max_connections(database_url: str) -
         text=True,
         timeout=60,
     )
+
+
+def test_start_up_refuses_pools_larger_than_max_connections(database_url: str) -> None:
+    env = server_env(database_url, free_port(), WORKERS="2", DB_POOL_MAX="100000")
+    result = _serve_expecting_refusal(env)
     assert result.returncode == 2
     assert "DB_POOL_MAX" in result.stderr
     assert "max_connections" in result.stderr
@@ -104,14 +109,7 @@ def test_start_up_refuses_pools_larger_than_max_connections(database_url: str) -
 
 def test_a_bad_setting_stops_start_up_naming_the_variable(database_url: str) -> None:
     env = server_env(database_url, free_port(), WORKERS="many")
-    result = subprocess.run(
-        [sys.executable, "-m", "app", "serve"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = _serve_expecting_refusal(env)
     assert result.returncode == 2
     assert result.stderr.startswith("error: invalid configuration: WORKERS:")
     assert len(result.stderr.strip().splitlines()) == 1
