@@ -147,7 +147,9 @@ class Supervisor(threading.Thread):
                 log.exception("supervisor check failed")
 
     def _tick(self) -> None:
-        if self.stopping_since is None:
+        if self.stopping_since is None and not self.serving:
+            # Asked of the manager only until the workers first serve: the main thread talks
+            # to the same manager, and the fewer calls the better.
             self.serving = self._all_serving()
         if self.pending_signal is not None and (
             self.serving or time.monotonic() - self.started_at > STARTUP_LIMIT_SECONDS

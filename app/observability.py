@@ -22,6 +22,8 @@ from app.middleware import request_id
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
+    from app.balance import Balancer
+
 access_log = logging.getLogger(ACCESS_LOGGER)
 
 UNMATCHED = "<unmatched>"
@@ -37,7 +39,7 @@ def _route_template(request: Request) -> str:
 class ObservedSanic(Sanic[Config, ctx_type]):
     """Sanic with the per-request hook; switches are set by `create_app` from settings."""
 
-    __slots__ = ("emit_access_log", "fast_json_access", "record_metrics", "tracer")
+    __slots__ = ("balancer", "emit_access_log", "fast_json_access", "record_metrics", "tracer")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -46,11 +48,15 @@ class ObservedSanic(Sanic[Config, ctx_type]):
         self.fast_json_access = False
         self.record_metrics = True
         self.tracer: Tracer | None = None
+        # Set per worker by app.balance when connections are balanced over workers.
+        self.balancer: Balancer | None = None
 
     async def handle_request(self, request: Request) -> None:
         token = request_id_var.set(request_id(request))
         request.ctx.observed = True
         started = perf_counter()
+        if self.balancer is not None:
+            self.balancer.note(request)
         if self.record_metrics:
             metrics.IN_FLIGHT.inc()
         try:

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     RESPONSE_TIMEOUT: float = Field(default=30.0, gt=0)
     KEEP_ALIVE_TIMEOUT: float = Field(default=5.0, gt=0)
     GRACEFUL_SHUTDOWN_TIMEOUT: float = Field(default=15.0, gt=0)
+    # Workers over their share of keep-alive connections close a few after a response, so
+    # clients reconnect to the less busy worker (app/balance.py).
+    CONNECTION_BALANCE: bool = True
 
     # --- Operations: logs, metrics, tracing, health, shutdown (app/logs.py, app/metrics.py,
     # app/tracing.py, app/health.py, app/lifecycle.py) ---
