@@ -7,17 +7,21 @@ sets, so code deep in a handler needs no request object to log with the id.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from sanic import Sanic
 
 # The id of the request the current task is handling; "-" outside a request.
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
@@ -110,7 +114,11 @@ def write_access_json(
 
     One line per request is the hottest log call there is: building a LogRecord, the handler
     lock, the extras filter and a str round trip measured at ~17 % of a worker's time on
-    GET /items/{id}. Same fields, same order, one write and flush on the same stream.
+    GET /items/{id}. Same fields, same order, on the same stream; the line goes into the
+    stream's buffer and reaches the file or pipe with the next flush: when 8 KB have gathered,
+    when any other log line is written (the handler flushes the shared buffer, so lines stay
+    in order), or within ACCESS_FLUSH_SECONDS (`register`). One write syscall per request was
+    ~3 % of a worker; what a SIGKILL can lose is the last ACCESS_FLUSH_SECONDS of access lines.
     """
     now = time.time()
     line = orjson.dumps(
@@ -130,9 +138,30 @@ def write_access_json(
             "client_ip": client_ip,
         }
     )
-    out = sys.stdout.buffer
-    out.write(line + b"\n")
-    out.flush()
+    sys.stdout.buffer.write(line + b"\n")
+
+
+ACCESS_FLUSH_SECONDS = 0.1
+
+
+def register(app: Sanic[Any, Any]) -> None:
+    """Flush buffered access lines (`write_access_json`) every ACCESS_FLUSH_SECONDS and at stop."""
+    flusher: list[asyncio.Task[None]] = []
+
+    async def flush_regularly() -> None:
+        while True:
+            await asyncio.sleep(ACCESS_FLUSH_SECONDS)
+            sys.stdout.flush()
+
+    @app.after_server_start
+    async def start_flushing(app: Sanic[Any, Any]) -> None:  # noqa: ARG001
+        flusher.append(asyncio.get_running_loop().create_task(flush_regularly()))
+
+    @app.after_server_stop
+    async def stop_flushing(app: Sanic[Any, Any]) -> None:  # noqa: ARG001
+        while flusher:
+            flusher.pop().cancel()
+        sys.stdout.flush()
 
 
 _process_id: list[int] = []

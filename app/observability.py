@@ -58,15 +58,13 @@ class ObservedSanic(Sanic[Config, ctx_type]):
         if self.balancer is not None:
             self.balancer.note(request)
         if self.record_metrics:
-            metrics.IN_FLIGHT.inc()
+            metrics.STATS.started += 1
         try:
             if self.tracer is None:
                 await super().handle_request(request)
             else:
                 await self._handle_traced(request, self.tracer)
         finally:
-            if self.record_metrics:
-                metrics.IN_FLIGHT.dec()
             self._record(request, perf_counter() - started)
             request_id_var.reset(token)
 
@@ -81,6 +79,8 @@ class ObservedSanic(Sanic[Config, ctx_type]):
         request.ctx.observed = True
         token = request_id_var.set(request_id(request))
         started = perf_counter()
+        if self.record_metrics:
+            metrics.STATS.started += 1
         try:
             await super().handle_exception(request, exception, run_middleware)
         finally:
@@ -113,7 +113,7 @@ class ObservedSanic(Sanic[Config, ctx_type]):
         status = response.status if response is not None else NO_RESPONSE
         route = _route_template(request)
         if self.record_metrics:
-            metrics.observe_request(request.method, route, status, seconds)
+            metrics.STATS.record(request.method, route, status, seconds)
         if self.emit_access_log:
             body = getattr(response, "body", None)
             duration_ms = round(seconds * 1000, 3)

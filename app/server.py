@@ -20,6 +20,7 @@ from app import (
     idempotency,
     items,
     lifecycle,
+    logs,
     metrics,
     middleware,
     ratelimit,
@@ -27,7 +28,6 @@ from app import (
     tracing,
 )
 from app.errors import ProblemHandler
-from app.logs import json_lines
 from app.observability import ObservedSanic
 from app.pool import Database
 from app.settings import Settings, load_settings
@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None) -> ItemsApp:
         configure_logging=False,
     )
     app.emit_access_log = settings.ACCESS_LOG
-    app.fast_json_access = json_lines(settings)
+    app.fast_json_access = logs.json_lines(settings)
     app.record_metrics = settings.METRICS_ENABLED
     app.config.update(
         REQUEST_MAX_SIZE=settings.REQUEST_MAX_SIZE,
@@ -94,6 +94,8 @@ def create_app(settings: Settings | None = None) -> ItemsApp:
     Extend(app, built_in_extensions=False, extensions=[OpenAPIExtension, HTTPExtension])
     swagger_ui.register(app)
     middleware.register(app)
+    if app.emit_access_log and app.fast_json_access:
+        logs.register(app)  # flushes the buffered access lines
     tracing.register(app, settings)  # before db: the pool's handle traces when this is on
     db.register(app)
     metrics.register(app, settings)

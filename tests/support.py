@@ -151,6 +151,15 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def log_once_it_has(self, *needles: str, timeout: float = 5.0) -> str:
+        """The log, once every needle is in it (access lines are flushed every 0.1 s)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log()
+            if all(needle in text for needle in needles) or time.monotonic() > deadline:
+                return text
+            time.sleep(0.05)
+
 
 @contextmanager
 def running_server(

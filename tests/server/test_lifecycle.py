@@ -213,8 +213,7 @@ def test_logs_are_json_lines_once_each_with_the_request_id(
         response = httpx.get(f"{server.base}/items/424242", headers={"X-Request-ID": "ops-log-1"})
         made = httpx.get(f"{server.base}/items?limit=1")
         httpx.get(f"{server.base}/health", headers={"X-Request-ID": "bad id with spaces"})
-        time.sleep(0.2)
-        lines = server.log().splitlines()
+        lines = server.log_once_it_has('"ops-log-1"', '"/health"').splitlines()
 
     assert response.headers["x-request-id"] == "ops-log-1"
     assert response.json()["request_id"] == "ops-log-1"
