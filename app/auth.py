@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -41,6 +41,7 @@ from sanic_jwt.validators import validate_single_scope
 
 from app import docs, users
 from app.settings import Settings
+from app.token_cache import VerifiedTokens
 from app.users import SCOPE_READ, SCOPE_WRITE, User
 
 log = logging.getLogger("app.auth")
@@ -122,7 +123,7 @@ def decode_token(
     return claims
 
 
-def authorize(request: Request, scopes: Iterable[str]) -> dict[str, Any]:
+def authorize(request: Request, scopes: Iterable[str]) -> Mapping[str, Any]:
     """The claims of the request's bearer token if it holds any of `scopes`; else raise."""
     header = request.headers.get("authorization")
     if header is None:
@@ -132,10 +133,12 @@ def authorize(request: Request, scopes: Iterable[str]) -> dict[str, Any]:
         raise NotAuthenticated(
             "The Authorization header must be `Bearer <access token>`.", error="invalid_request"
         )
-    claims: dict[str, Any] | None = getattr(request.ctx, "token_claims", None)
+    claims: Mapping[str, Any] | None = getattr(request.ctx, "token_claims", None)
     if claims is None:
         auth: ItemsAuthentication = request.app.ctx.auth
-        claims = decode_token(token, auth.secret, auth.algorithm)
+        claims = auth.verified.get(token) or auth.verified.put(
+            token, decode_token(token, auth.secret, auth.algorithm)
+        )
         request.ctx.token_claims = claims
         # Who is calling, for rate limits and idempotency keys (app/ratelimit.subject_of).
         request.ctx.subject = str(claims["user_id"])
@@ -208,6 +211,7 @@ class ItemsAuthentication(Authentication):  # type: ignore[misc]
         self.access_ttl = settings.ACCESS_TOKEN_TTL
         self.refresh_ttl = settings.REFRESH_TOKEN_TTL
         self.executor: ThreadPoolExecutor | None = None
+        self.verified = VerifiedTokens(LEEWAY_SECONDS)
 
     async def authenticate(self, request: Request, *_: Any, **__: Any) -> User:
         username, password = _credentials(request, "username", "password")

@@ -213,6 +213,19 @@ def test_write_without_a_valid_token_is_401_with_a_challenge(
     assert (f'error="{error}"' in challenge) if error else ("error=" not in challenge)
 
 
+def test_a_verified_token_does_not_vouch_for_altered_copies(api: ReusableClient) -> None:
+    token = _tokens(api, WRITER)["access_token"]
+    _, first = api.post("/items", json=ITEM, headers=bearer(token))
+    assert first.status == 201  # verified once; its claims are now kept by this worker
+    header, payload, signature = token.split(".")
+    flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
+    for altered in (f"{header}.{payload}.{flipped}", f"{header}.{payload}.", token + "x"):
+        _, resp = api.post("/items", json=ITEM, headers=bearer(altered))
+        assert resp.status == 401, altered
+    _, again = api.post("/items", json=ITEM, headers=bearer(token))
+    assert again.status == 201
+
+
 @pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
 def test_write_with_a_read_only_token_is_403(api: ReusableClient, method: str) -> None:
     token = _tokens(api, READER)["access_token"]
