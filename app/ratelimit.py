@@ -28,6 +28,7 @@ from limits import RateLimitItem, parse
 from sanic import Request, Sanic
 from sanic.response import BaseHTTPResponse
 
+from app.balance import worker_index
 from app.metrics import RATE_LIMITED
 from app.settings import Settings
 
@@ -44,7 +45,6 @@ AUTH_PATH = "/auth"
 # run is forgotten (it may then get a few more requests than its limit).
 TABLE_SLOTS = 1 << 16
 PROBES = 8
-_FIELDS = 3  # tag, window, count
 
 REDIS_TIMEOUT = 0.25
 REDIS_RETRY_AFTER = 2.0
@@ -97,44 +97,89 @@ def _key_hash(key: str) -> int:
 
 
 class WindowTable:
-    """Fixed-window counters in one shared-memory array, guarded by one lock.
+    """Fixed-window counters in one shared-memory array.
 
-    Open addressing over `slots` slots of (tag, window, count); a slot whose window is over
-    is free for reuse, so the table never needs clearing.
+    Open addressing over `slots` rows of (tag, window, count of worker 0 .. count of worker
+    W-1, count of processes without a worker number); a row whose window is over is free for
+    reuse, so the table never needs clearing. A key's count is the sum of its row.
+
+    Each numbered worker writes only its own column, so while a key is far from its limit
+    (more than MARGIN) a worker counts a request with no lock at all: it reads the row and
+    adds one to its own cell. What another worker adds meanwhile is at most one request per
+    worker, which the margin covers. Near the limit, for a key without a row yet, and for
+    processes without a worker number, every hit takes the one lock, so the limit itself is
+    exact: 20/minute admits exactly 20 across the workers. The lock was measured at 11 % of
+    a worker on GET /items/{id} at a limit never reached, and it made a worker stall whenever
+    the other was descheduled holding it (most of the p99). Rows are (re)claimed under the
+    lock, counts zeroed before the window and tag are written; plain 8-byte stores, in order
+    on x86-64 (on weaker memory models a reader may briefly see a stale count at a window's
+    start).
     """
 
-    def __init__(self, array: Any, lock: LockType) -> None:
+    def __init__(self, array: Any, lock: LockType, workers: int = 0, me: int | None = None) -> None:
         self._cells = memoryview(array).cast("B").cast("q")
-        self._slots = len(self._cells) // _FIELDS
+        self._columns = workers + 1
+        self._fields = 2 + self._columns
+        self._slots = len(self._cells) // self._fields
         self._lock = lock
+        # This process's column: its worker number, else the last one (written under the lock).
+        self._me = me if me is not None and me < workers else None
+        self._column = 2 + (self._me if self._me is not None else workers)
+        self.margin = 2 * self._columns
 
     @staticmethod
-    def allocate(slots: int = TABLE_SLOTS) -> tuple[Any, LockType]:
+    def allocate(slots: int = TABLE_SLOTS, workers: int = 0) -> tuple[Any, LockType, int]:
         """The shared array and lock; made in the main process so workers inherit them."""
-        return RawArray("q", slots * _FIELDS), multiprocessing.Lock()
+        return RawArray("q", slots * (3 + workers)), multiprocessing.Lock(), workers
 
-    def hit(self, key: str, window: int) -> int:
+    def hit(self, key: str, window: int, limit: int = 1 << 62) -> int:
         """Count one request for `key` in `window`; returns the count including it."""
         tag = _key_hash(key) | 1
         cells = self._cells
         start = tag % self._slots
+        if self._me is not None:
+            row = self._find(tag, window, start)
+            if row >= 0:
+                counts = row + 2
+                total = sum(cells[counts : counts + self._columns])
+                if total + self.margin < limit:
+                    cells[row + self._column] += 1
+                    return total + 1
         with self._lock:
-            victim, victim_count = -1, -1
-            for probe in range(PROBES):
-                base = ((start + probe) % self._slots) * _FIELDS
-                if cells[base] == tag and cells[base + 1] == window:
-                    count = cells[base + 2] + 1
-                    cells[base + 2] = count
-                    return count
-                if cells[base + 1] != window:
-                    victim, victim_count = base, 0
-                    break
-                if victim < 0 or cells[base + 2] < victim_count:
-                    victim, victim_count = base, cells[base + 2]
-            cells[victim] = tag
-            cells[victim + 1] = window
-            cells[victim + 2] = 1
-            return 1
+            row = self._find(tag, window, start)
+            if row < 0:
+                row = self._claim(tag, window, start)
+            cells[row + self._column] += 1
+            counts = row + 2
+            return sum(cells[counts : counts + self._columns])
+
+    def _find(self, tag: int, window: int, start: int) -> int:
+        cells, fields, slots = self._cells, self._fields, self._slots
+        for probe in range(PROBES):
+            row = ((start + probe) % slots) * fields
+            if cells[row + 1] != window:
+                return -1  # a free row comes before any row of this key
+            if cells[row] == tag:
+                return row
+        return -1
+
+    def _claim(self, tag: int, window: int, start: int) -> int:
+        """A row for `tag` (under the lock): a free one, else the least counted of the run."""
+        cells, fields, slots = self._cells, self._fields, self._slots
+        victim, victim_count = -1, -1
+        for probe in range(PROBES):
+            row = ((start + probe) % slots) * fields
+            if cells[row + 1] != window:
+                victim = row
+                break
+            count = sum(cells[row + 2 : row + fields])
+            if victim < 0 or count < victim_count:
+                victim, victim_count = row, count
+        for column in range(2, fields):
+            cells[victim + column] = 0
+        cells[victim + 1] = window
+        cells[victim] = tag
+        return victim
 
 
 class Limiter(Protocol):
@@ -151,7 +196,7 @@ class LocalLimiter:
 
     def hit_now(self, key: str, item: RateLimitItem, now: float) -> Decision:
         window = int(now // item.get_expiry())
-        count = self.table.hit(f"{item.key_for(key)}/{window}", window)
+        count = self.table.hit(f"{item.key_for(key)}/{window}", window, item.amount)
         return _decide(count, item, window, now)
 
     async def hit(self, key: str, item: RateLimitItem) -> Decision:
@@ -264,13 +309,14 @@ def register(app: Sanic[Any, Any]) -> None:
 
     @app.main_process_start
     async def share_table(app: Sanic[Any, Any]) -> None:
-        app.shared_ctx.ratelimit_table = WindowTable.allocate()
+        app.shared_ctx.ratelimit_table = WindowTable.allocate(workers=settings.WORKERS)
 
     @app.before_server_start
     async def open_limiter(app: Sanic[Any, Any]) -> None:
         # Single-process servers (tests) have no main process: a table of their own.
         shared = getattr(app.shared_ctx, "ratelimit_table", None) or WindowTable.allocate()
-        local = LocalLimiter(WindowTable(*shared))
+        array, lock, workers = shared
+        local = LocalLimiter(WindowTable(array, lock, workers, worker_index(settings.WORKERS)))
         limiter: Limiter = RedisLimiter(settings.REDIS_URL, local) if settings.REDIS_URL else local
         app.ctx.limiter = limiter
 

@@ -114,3 +114,38 @@ def test_an_unreachable_redis_falls_back_to_the_machines_own_count() -> None:
             await limiter.close()
 
     assert asyncio.run(hits()) == [True, True, False]
+
+
+def _admit(array: Any, lock: Any, me: int, hits: int, limit: int, admitted: Any) -> None:
+    table = WindowTable(array, lock, 2, me)
+    admitted[me] = sum(table.hit("busy", 1, limit) <= limit for _ in range(hits))
+
+
+def test_workers_count_without_the_lock_far_from_the_limit_and_exactly_at_it() -> None:
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    array, lock, workers = WindowTable.allocate(64, workers=2)
+    admitted = context.Array("q", 2)
+    # Two processes race 5,000 hits each against a limit of 6,000: lock-free for most of
+    # them, under the lock for the last few before the limit. Exactly 6,000 get in.
+    racers = [
+        context.Process(target=_admit, args=(array, lock, me, 5000, 6000, admitted))
+        for me in range(workers)
+    ]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(30)
+        assert racer.exitcode == 0
+    assert sum(admitted) == 6000
+    # A process without a worker number (under the lock, own column) sees the same total.
+    assert WindowTable(array, lock, workers).hit("busy", 1) == 10_001
+
+
+def test_worker_columns_add_up_to_one_count() -> None:
+    array, lock, workers = WindowTable.allocate(64, workers=2)
+    first, second = WindowTable(array, lock, workers, 0), WindowTable(array, lock, workers, 1)
+    assert [first.hit("a", 7), second.hit("a", 7), first.hit("a", 7)] == [1, 2, 3]
+    # A new window: the row is claimed again with every column back at zero.
+    assert [second.hit("a", 8), first.hit("a", 8)] == [1, 2]
