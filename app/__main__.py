@@ -66,6 +66,7 @@ def _serve(settings: Settings) -> int:
         # A missing, mismatched or expired certificate stops start-up here, naming the file.
         cert = tls.check_files(settings)
         log.info("TLS on: %s, valid %d more days", settings.tls_cert, cert.days_left())
+        os.environ[tls.NOT_AFTER_ENV] = cert.not_after.isoformat()  # for the workers' readiness
     if settings.embedded_db:
         settings = _with_database(settings)
         # The embedded database is private to this process: bring it to head before serving.

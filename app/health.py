@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from datetime import UTC, datetime
 from functools import cache
@@ -16,6 +17,7 @@ from app import docs
 from app.db import MIGRATIONS_DIR, MODELS_APP
 from app.pool import Database
 from app.settings import Settings
+from app.tls import NOT_AFTER_ENV
 
 bp = Blueprint("health", url_prefix="/health")
 
@@ -103,6 +105,9 @@ def _check_migrations(applied: set[str] | None) -> dict[str, Any]:
 
 @cache
 def _certificate_expiry(path: Path) -> datetime:
+    # Workers have it from the main process, which checked the files before they started.
+    if checked := os.environ.get(NOT_AFTER_ENV):
+        return datetime.fromisoformat(checked)
     from cryptography import x509
 
     return x509.load_pem_x509_certificate(path.read_bytes()).not_valid_after_utc

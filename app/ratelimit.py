@@ -128,9 +128,9 @@ class WindowTable:
         self.margin = 2 * self._columns
 
     @staticmethod
-    def allocate(slots: int = TABLE_SLOTS, workers: int = 0) -> tuple[Any, LockType, int]:
+    def allocate(slots: int = TABLE_SLOTS, workers: int = 0) -> tuple[Any, LockType]:
         """The shared array and lock; made in the main process so workers inherit them."""
-        return RawArray("q", slots * (3 + workers)), multiprocessing.Lock(), workers
+        return RawArray("q", slots * (3 + workers)), multiprocessing.Lock()
 
     def hit(self, key: str, window: int, limit: int = 1 << 62) -> int:
         """Count one request for `key` in `window`; returns the count including it."""
@@ -314,8 +314,9 @@ def register(app: Sanic[Any, Any]) -> None:
     @app.before_server_start
     async def open_limiter(app: Sanic[Any, Any]) -> None:
         # Single-process servers (tests) have no main process: a table of their own.
-        shared = getattr(app.shared_ctx, "ratelimit_table", None) or WindowTable.allocate()
-        array, lock, workers = shared
+        shared = getattr(app.shared_ctx, "ratelimit_table", None)
+        workers = settings.WORKERS if shared is not None else 0
+        array, lock = shared or WindowTable.allocate()
         local = LocalLimiter(WindowTable(array, lock, workers, worker_index(settings.WORKERS)))
         limiter: Limiter = RedisLimiter(settings.REDIS_URL, local) if settings.REDIS_URL else local
         app.ctx.limiter = limiter

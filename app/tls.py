@@ -4,6 +4,10 @@ Sanic builds the server context from `{"cert": ..., "key": ...}` in every worker
 and 1.3 only, ECDHE key exchange with AEAD ciphers (AES-GCM, ChaCha20-Poly1305), ALPN
 `http/1.1`. This module makes sure the files it is given are usable before any worker
 starts, so a bad certificate stops start-up with a message instead of failing handshakes.
+
+`cryptography` is imported inside the functions that need it: workers import this module
+(for `with_redirect_app`) but never load `cryptography` (app/__init__.py), and learn the
+certificate's expiry for readiness from the main process (`NOT_AFTER_ENV`).
 """
 
 from __future__ import annotations
@@ -18,11 +22,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from sanic import HTTPResponse, Request, Sanic, redirect
 
 from app.settings import Settings, SettingsError
@@ -34,6 +33,8 @@ DEV_NAMES = ("localhost", "127.0.0.1", "::1")
 REDIRECT_APP = "items-redirect"
 _HOSTNAME = re.compile(r"[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# Set by `python -m app serve` after `check_files`, read by workers' readiness (app/health.py).
+NOT_AFTER_ENV = "ITEMS_TLS_NOT_AFTER"
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,10 @@ def generate_dev_cert(out_dir: Path, *, force: bool = False) -> tuple[Path, Path
     existing = [str(p) for p in (cert_path, key_path) if p.exists()]
     if existing and not force:
         raise FileExistsError(f"{' and '.join(existing)} exist; pass --force to replace them")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name(
@@ -127,6 +132,10 @@ def _write(path: Path, data: bytes, mode: int) -> None:
 
 def check_files(settings: Settings, now: datetime | None = None) -> CertificateInfo:
     """Refuse a certificate or key that is missing, unreadable, mismatched or out of date."""
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     cert_path, key_path = settings.tls_cert, settings.tls_key
     cert_pem = _read("TLS_CERT", cert_path)
     key_pem = _read("TLS_KEY", key_path)

@@ -113,3 +113,20 @@ def test_a_bad_setting_stops_start_up_naming_the_variable(database_url: str) -> 
     assert result.returncode == 2
     assert result.stderr.startswith("error: invalid configuration: WORKERS:")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_workers_verify_tokens_without_loading_cryptography(
+    live: str, live_write_headers: dict[str, str]
+) -> None:
+    created = httpx.post(
+        f"{live}/items", json={"name": "x", "price": 1}, headers=live_write_headers
+    )
+    assert created.status_code == 201
+    workers = [
+        w
+        for w in _server_process(live).children(recursive=True)
+        if (w.environ().get("SANIC_WORKER_NAME") or "").startswith("Sanic-Server-")
+    ]
+    assert len(workers) == 2
+    for worker in workers:
+        assert not [m.path for m in worker.memory_maps() if "cryptography" in m.path]

@@ -125,7 +125,8 @@ def test_workers_count_without_the_lock_far_from_the_limit_and_exactly_at_it() -
     import multiprocessing
 
     context = multiprocessing.get_context("fork")
-    array, lock, workers = WindowTable.allocate(64, workers=2)
+    workers = 2
+    array, lock = WindowTable.allocate(64, workers)
     admitted = context.Array("q", 2)
     # Two processes race 5,000 hits each against a limit of 6,000: lock-free for most of
     # them, under the lock for the last few before the limit. Exactly 6,000 get in.
@@ -144,7 +145,8 @@ def test_workers_count_without_the_lock_far_from_the_limit_and_exactly_at_it() -
 
 
 def test_worker_columns_add_up_to_one_count() -> None:
-    array, lock, workers = WindowTable.allocate(64, workers=2)
+    workers = 2
+    array, lock = WindowTable.allocate(64, workers)
     first, second = WindowTable(array, lock, workers, 0), WindowTable(array, lock, workers, 1)
     assert [first.hit("a", 7), second.hit("a", 7), first.hit("a", 7)] == [1, 2, 3]
     # A new window: the row is claimed again with every column back at zero.
