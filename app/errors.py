@@ -37,6 +37,7 @@ from app.logs import Throttle
 from app.middleware import request_id, security_headers
 from app.pagination import QueryError
 from app.ratelimit import RateLimited
+from app.responses import Response
 
 log = logging.getLogger("app.errors")
 
@@ -104,7 +105,7 @@ def problem(
     }
     if errors is not None:
         body["errors"] = errors
-    response = HTTPResponse(
+    response = Response(
         orjson.dumps(body), status=status, headers=headers, content_type=PROBLEM_JSON
     )
     security_headers(request, response)

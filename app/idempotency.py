@@ -36,6 +36,7 @@ from sanic import HTTPResponse, Request, Sanic
 
 from app.pool import Database
 from app.ratelimit import caller_key
+from app.responses import Response
 from app.settings import Settings
 
 log = logging.getLogger("app.idempotency")
@@ -114,9 +115,7 @@ class StoredResponse:
         content_type = headers.pop("Content-Type", None)
         if replayed:
             headers[REPLAYED_HEADER] = "true"
-        return HTTPResponse(
-            self.body, status=self.status, headers=headers, content_type=content_type
-        )
+        return Response(self.body, status=self.status, headers=headers, content_type=content_type)
 
 
 def key_of(request: Request) -> str | None:

@@ -17,6 +17,7 @@ from app.auth import SCOPE_WRITE, require_scope
 from app.conditional import etag, if_match, none_match
 from app.errors import UnsupportedMediaType
 from app.pagination import encode_cursor, parse_list_query
+from app.responses import Response
 from app.schemas import ItemIn, ItemPatch
 
 bp = Blueprint("items", url_prefix="/items")
@@ -52,7 +53,7 @@ def _item_body(row: asyncpg.Record) -> bytes:
 
 def _item_response(row: asyncpg.Record, status: int = 200, **headers: str) -> HTTPResponse:
     headers["ETag"] = etag(row["version"])
-    return HTTPResponse(_item_body(row), status=status, headers=headers, content_type=JSON)
+    return Response(_item_body(row), status=status, headers=headers, content_type=JSON)
 
 
 def _written(request: Request, item_id: int) -> None:
@@ -79,7 +80,7 @@ async def list_items(request: Request) -> HTTPResponse:
         params = [(k, v) for k, values in request.args.items() if k != "cursor" for v in values]
         params.append(("cursor", next_cursor))
         headers["Link"] = f'<{request.path}?{urlencode(params)}>; rel="next"'
-    return HTTPResponse(body, headers=headers, content_type=JSON)
+    return Response(body, headers=headers, content_type=JSON)
 
 
 @bp.post("")
@@ -122,7 +123,7 @@ async def get_item(request: Request, item_id: int) -> HTTPResponse:
             cache.put(item_id, seen, version, body)
     if none_match(request.headers.get("if-none-match"), version):
         return empty(status=304, headers={"ETag": etag(version)})
-    return HTTPResponse(body, headers={"ETag": etag(version)}, content_type=JSON)
+    return Response(body, headers={"ETag": etag(version)}, content_type=JSON)
 
 
 @bp.put("/<item_id:int>")
