@@ -15,7 +15,7 @@ from sanic import Request, Sanic
 from sanic.app import ctx_type
 from sanic.config import Config
 
-from app import metrics
+from app import metrics, ratelimit
 from app.logs import ACCESS_LOGGER, request_id_var, write_access_json
 from app.middleware import request_id
 
@@ -39,7 +39,14 @@ def _route_template(request: Request) -> str:
 class ObservedSanic(Sanic[Config, ctx_type]):
     """Sanic with the per-request hook; switches are set by `create_app` from settings."""
 
-    __slots__ = ("balancer", "emit_access_log", "fast_json_access", "record_metrics", "tracer")
+    __slots__ = (
+        "balancer",
+        "emit_access_log",
+        "fast_json_access",
+        "record_metrics",
+        "tracer",
+        "trusted_proxies",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -47,6 +54,7 @@ class ObservedSanic(Sanic[Config, ctx_type]):
         # JSON lines: the access line skips the logging machinery (app.logs.write_access_json).
         self.fast_json_access = False
         self.record_metrics = True
+        self.trusted_proxies: tuple[Any, ...] = ()
         self.tracer: Tracer | None = None
         # Set per worker by app.balance when connections are balanced over workers.
         self.balancer: Balancer | None = None
@@ -118,7 +126,8 @@ class ObservedSanic(Sanic[Config, ctx_type]):
             body = getattr(response, "body", None)
             duration_ms = round(seconds * 1000, 3)
             size = len(body) if body else 0
-            client_ip = request.client_ip
+            # The address rate limits count (X-Forwarded-For only from TRUSTED_PROXIES).
+            client_ip = ratelimit.client_ip(request, self.trusted_proxies)
             if self.fast_json_access and access_log.isEnabledFor(logging.INFO):
                 write_access_json(
                     request.method, route, request.path, status, duration_ms, size, client_ip

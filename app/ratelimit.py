@@ -45,6 +45,7 @@ AUTH_PATH = "/auth"
 # run is forgotten (it may then get a few more requests than its limit).
 TABLE_SLOTS = 1 << 16
 PROBES = 8
+TAG_MEMO = 100_000
 
 REDIS_TIMEOUT = 0.25
 REDIS_RETRY_AFTER = 2.0
@@ -61,7 +62,7 @@ class RateLimited(Exception):
         self.decision = decision
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
     allowed: bool
     limit: int
@@ -126,6 +127,8 @@ class WindowTable:
         self._me = me if me is not None and me < workers else None
         self._column = 2 + (self._me if self._me is not None else workers)
         self.margin = 2 * self._columns
+        # Keys' hashes, remembered per process (blake2b costs as much as the rest of a hit).
+        self._tags: dict[str, int] = {}
 
     @staticmethod
     def allocate(slots: int = TABLE_SLOTS, workers: int = 0) -> tuple[Any, LockType]:
@@ -134,7 +137,11 @@ class WindowTable:
 
     def hit(self, key: str, window: int, limit: int = 1 << 62) -> int:
         """Count one request for `key` in `window`; returns the count including it."""
-        tag = _key_hash(key) | 1
+        tag = self._tags.get(key)
+        if tag is None:
+            if len(self._tags) >= TAG_MEMO:
+                self._tags.clear()
+            tag = self._tags[key] = _key_hash(key) | 1
         cells = self._cells
         start = tag % self._slots
         if self._me is not None:
@@ -196,7 +203,7 @@ class LocalLimiter:
 
     def hit_now(self, key: str, item: RateLimitItem, now: float) -> Decision:
         window = int(now // item.get_expiry())
-        count = self.table.hit(f"{item.key_for(key)}/{window}", window, item.amount)
+        count = self.table.hit(f"{key}|{item.amount}/{item.get_expiry()}", window, item.amount)
         return _decide(count, item, window, now)
 
     async def hit(self, key: str, item: RateLimitItem) -> Decision:
@@ -341,7 +348,7 @@ def register(app: Sanic[Any, Any]) -> None:
             RATE_LIMITED.inc()
             raise RateLimited(decision)
 
-    async def add_headers(request: Request, response: BaseHTTPResponse) -> None:
+    def add_headers(request: Request, response: BaseHTTPResponse) -> None:
         decision: Decision | None = getattr(request.ctx, "rate_limit", None)
         if decision is not None:
             response.headers.update(decision.headers())

@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None) -> ItemsApp:
     app.emit_access_log = settings.ACCESS_LOG
     app.fast_json_access = logs.json_lines(settings)
     app.record_metrics = settings.METRICS_ENABLED
+    app.trusted_proxies = settings.TRUSTED_PROXIES
     app.config.update(
         REQUEST_MAX_SIZE=settings.REQUEST_MAX_SIZE,
         REQUEST_MAX_HEADER_SIZE=settings.REQUEST_MAX_HEADER_SIZE,
