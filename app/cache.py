@@ -37,7 +37,7 @@ import asyncpg
 from sanic import Sanic
 
 from app.db import connect_direct
-from app.metrics import CACHE_HITS, CACHE_MISSES
+from app.metrics import CACHE_HITS, CACHE_MISSES, Tally
 from app.settings import Settings
 
 log = logging.getLogger("app.cache")
@@ -48,8 +48,8 @@ GENERATION_SLOTS = 1 << 16
 _MASK = GENERATION_SLOTS - 1
 LISTEN_PING_INTERVAL = 5.0
 LISTEN_RETRY_DELAY = 1.0
-_HITS = CACHE_HITS.labels("items")
-_MISSES = CACHE_MISSES.labels("items")
+_HITS = Tally(CACHE_HITS.labels("items"))
+_MISSES = Tally(CACHE_MISSES.labels("items"))
 
 
 @dataclass(slots=True)
@@ -111,9 +111,9 @@ class ItemCache:
             and entry.epoch == self.epoch
             and entry.expires > time.monotonic()
         ):
-            _HITS.inc()
+            _HITS.n += 1
             return entry
-        _MISSES.inc()
+        _MISSES.n += 1
         return None
 
     def snapshot(self, item_id: int) -> Snapshot:

@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
+from app.metrics import FLUSH_SECONDS
+
 log = logging.getLogger(__name__)
 
 pytestmark = pytest.mark.cluster
@@ -22,6 +24,7 @@ READS_AFTER_BOUND = 6
 
 
 def _hits(base: str) -> float:
+    time.sleep(FLUSH_SECONDS + 0.3)  # every worker's counts reach the metrics by then
     text = httpx.get(f"{base}/metrics").text
     return sum(
         float(line.rsplit(" ", 1)[1])

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+from app.metrics import FLUSH_SECONDS
 from tests.server.writes import write_headers
 from tests.support import running_server
 
@@ -23,6 +24,7 @@ CROSS_MACHINE_BOUND_S = 1.0
 
 
 def _cache_hits(base: str) -> float:
+    time.sleep(FLUSH_SECONDS + 0.3)  # every worker's counts reach the metrics by then
     text = httpx.get(f"{base}/metrics").text
     return sum(
         float(line.rsplit(" ", 1)[1])
