@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sys
 
 import pytest
 
-from app.logs import ACCESS_LOGGER, JsonFormatter, TextFormatter, configure_logging, request_id_var
+from app.logs import (
+    ACCESS_LOGGER,
+    JsonFormatter,
+    OrderedHandler,
+    TextFormatter,
+    configure_logging,
+    flush_access_lines,
+    request_id_var,
+    write_access_json,
+)
 from app.settings import load_settings
 
 
@@ -94,3 +104,24 @@ def test_configure_logging_installs_one_handler(env: str, fmt: str, json_expecte
         logging.getLogger("sanic.access").disabled = False
         logging.captureWarnings(False)
         logging._srcfile, logging.logThreads = saved_switches
+
+
+def test_access_lines_wait_in_a_buffer_but_never_overtake_other_lines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, write_through=True)
+    monkeypatch.setattr(sys, "stdout", stream)
+    handler = OrderedHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    write_access_json("GET", "/items", "/items", 200, 1.5, 20, "127.0.0.1")
+    assert raw.getvalue() == b""  # buffered: no write per request
+    handler.emit(logging.LogRecord("app.test", logging.WARNING, "", 0, "later", None, None))
+    write_access_json("GET", "/items", "/items", 404, 0.5, 20, "127.0.0.1")
+    flush_access_lines()
+    entries = [json.loads(line) for line in raw.getvalue().decode().splitlines()]
+    assert [(e["logger"], e.get("status")) for e in entries] == [
+        ("app.access", 200),
+        ("app.test", None),
+        ("app.access", 404),
+    ]
