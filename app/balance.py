@@ -35,7 +35,7 @@ log = logging.getLogger("app.balance")
 BALANCE_INTERVAL = 0.5
 # Connections a worker may hold beyond its fair share before it sheds: absorbs the counts'
 # staleness (each worker reads the others' up to an interval old) without ping-pong.
-SLACK = 2
+SLACK = 1
 # Sanic names its server workers Sanic-Server-<n>-<restart slot>, n in 0..WORKERS-1.
 _WORKER_NAME = re.compile(r"Sanic-Server-(\d+)-\d+")
 
