@@ -342,7 +342,11 @@ def register(app: Sanic[Any, Any]) -> None:
             item, key = auth, f"ip:{client_ip(request, trusted)}"
         else:
             item, key = general, caller_key(request)
-        decision = await request.app.ctx.limiter.hit(key, item)
+        limiter = request.app.ctx.limiter
+        if type(limiter) is LocalLimiter:  # the machine's table: no I/O, no coroutine
+            decision = limiter.hit_now(key, item, time.time())
+        else:
+            decision = await limiter.hit(key, item)
         request.ctx.rate_limit = decision
         if not decision.allowed:
             RATE_LIMITED.inc()
