@@ -213,7 +213,12 @@ def test_logs_are_json_lines_once_each_with_the_request_id(
         response = httpx.get(f"{server.base}/items/424242", headers={"X-Request-ID": "ops-log-1"})
         made = httpx.get(f"{server.base}/items?limit=1")
         httpx.get(f"{server.base}/health", headers={"X-Request-ID": "bad id with spaces"})
-        lines = server.log_once_it_has('"ops-log-1"', '"/health"').splitlines()
+        # Each worker flushes its own access lines (every 0.1 s): wait for all three.
+        lines = server.log_once_it_has(
+            '"request_id":"ops-log-1"',
+            f'"request_id":"{made.headers["x-request-id"]}"',
+            '"path":"/health"',
+        ).splitlines()
 
     assert response.headers["x-request-id"] == "ops-log-1"
     assert response.json()["request_id"] == "ops-log-1"
