@@ -9,7 +9,7 @@ import time
 
 import psutil
 
-from tests.server.test_workers import _server_process
+from tests.server.test_workers import server_workers
 
 CLIENTS = 40
 
@@ -60,11 +60,7 @@ def _connections_per_worker(workers: list[psutil.Process], port: int) -> list[in
 
 def test_connections_pile_on_one_worker_then_spread_evenly(live: str) -> None:
     port = int(live.rsplit(":", 1)[1])
-    workers = [
-        w
-        for w in _server_process(live).children(recursive=True)
-        if "Sanic-Server" in (w.environ().get("SANIC_WORKER_NAME") or "")
-    ]
+    workers = server_workers(live)
     assert len(workers) == 2
     stopped = workers[1]
 

@@ -27,6 +27,15 @@ def _server_process(base: str) -> psutil.Process:
     raise AssertionError(f"no server process listens on {port}")
 
 
+def server_workers(base: str) -> list[psutil.Process]:
+    """The Sanic server workers (not the manager or resource tracker) of the server at `base`."""
+    return [
+        w
+        for w in _server_process(base).children(recursive=True)
+        if (w.environ().get("SANIC_WORKER_NAME") or "").startswith("Sanic-Server-")
+    ]
+
+
 def test_both_workers_answer_requests(live: str) -> None:
     # Workers race to accept on one socket, and a busy machine can let one win a whole
     # round: gather the answering workers over a few rounds of held connections.
@@ -122,11 +131,7 @@ def test_workers_verify_tokens_without_loading_cryptography(
         f"{live}/items", json={"name": "x", "price": 1}, headers=live_write_headers
     )
     assert created.status_code == 201
-    workers = [
-        w
-        for w in _server_process(live).children(recursive=True)
-        if (w.environ().get("SANIC_WORKER_NAME") or "").startswith("Sanic-Server-")
-    ]
+    workers = server_workers(live)
     assert len(workers) == 2
     for worker in workers:
         assert not [m.path for m in worker.memory_maps() if "cryptography" in m.path]
