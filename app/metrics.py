@@ -172,7 +172,7 @@ def add_observations(histogram: Histogram, entry: list[float]) -> None:
     """What `histogram.observe()` of each recorded value would have added, in one go.
 
     prometheus-client has no public call for many observations; this writes the same sum and
-    bucket values `observe()` writes (tests/unit/test_metrics.py checks they agree).
+    bucket values `observe()` writes (tests/unit/test_metrics_batching.py checks they agree).
     """
     histogram._sum.inc(entry[0])  # noqa: SLF001
     for bucket, count in zip(histogram._buckets, entry[1:], strict=True):  # noqa: SLF001

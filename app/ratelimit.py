@@ -104,17 +104,16 @@ class WindowTable:
     W-1, count of processes without a worker number); a row whose window is over is free for
     reuse, so the table never needs clearing. A key's count is the sum of its row.
 
-    Each numbered worker writes only its own column, so while a key is far from its limit
-    (more than MARGIN) a worker counts a request with no lock at all: it reads the row and
-    adds one to its own cell. What another worker adds meanwhile is at most one request per
-    worker, which the margin covers. Near the limit, for a key without a row yet, and for
+    Each numbered worker writes only its own column, so while a key is far from its limit (more
+    than `margin`, two per column) a worker counts a request with no lock at all: it reads the
+    row and adds one to its own cell. What another worker adds meanwhile is at most one request
+    per worker, which the margin covers. Near the limit, for a key without a row yet, and for
     processes without a worker number, every hit takes the one lock, so the limit itself is
-    exact: 20/minute admits exactly 20 across the workers. The lock was measured at 11 % of
-    a worker on GET /items/{id} at a limit never reached, and it made a worker stall whenever
-    the other was descheduled holding it (most of the p99). Rows are (re)claimed under the
-    lock, counts zeroed before the window and tag are written; plain 8-byte stores, in order
-    on x86-64 (on weaker memory models a reader may briefly see a stale count at a window's
-    start).
+    exact: 20/minute admits exactly 20 across the workers. The lock was measured at 11 % of a
+    worker on GET /items/{id} at a limit never reached, and it made a worker stall whenever the
+    other was descheduled holding it (most of the p99). Rows are (re)claimed under the lock,
+    counts zeroed before the window and tag are written; plain 8-byte stores, in order on x86-64
+    (on weaker memory models a reader may briefly see a stale count at a window's start).
     """
 
     def __init__(self, array: Any, lock: LockType, workers: int = 0, me: int | None = None) -> None:
