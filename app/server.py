@@ -108,4 +108,5 @@ def create_app(settings: Settings | None = None) -> ItemsApp:
     app.blueprint(health.bp)
     app.blueprint(items.bp)
     auth.register(app, settings)  # POST /auth, /auth/refresh, /auth/logout, GET /auth/me
+    lifecycle.freeze_startup_heap(app)  # last: after every other start-up listener
     return app
