@@ -1,0 +1,142 @@
+"""`Turns` (app/pool.py): who gets the next pool connection, and for how long one may wait.
+
+The last test runs a real asyncpg pool through `Database`; the rest drive `Turns` alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from app.pool import Database, Turns
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_turns_go_in_arrival_order_and_a_newcomer_cannot_overtake() -> None:
+    async def scenario() -> list[str]:
+        turns = Turns(1, timeout=5)
+        granted: list[str] = []
+
+        async def take(name: str) -> None:
+            await turns.acquire()
+            granted.append(name)
+
+        await turns.acquire()  # held by the test
+        waiters = [asyncio.create_task(take(name)) for name in "abc"]
+        await _settle()
+        assert turns.waiting == 3
+        turns.release()  # to a; a has not run yet...
+        late = asyncio.create_task(take("late"))  # ...and a newcomer must not get in first
+        await _settle()
+        assert granted == ["a"]
+        for _ in range(3):
+            turns.release()
+            await _settle()
+        await asyncio.gather(*waiters, late)
+        assert turns.free == 0 and turns.waiting == 0
+        turns.release()
+        assert turns.free == 1
+        return granted
+
+    assert asyncio.run(scenario()) == ["a", "b", "c", "late"]
+
+
+def test_a_waiter_gives_up_after_the_timeout_and_no_turn_is_lost() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        turns = Turns(1, timeout=0.05)
+        await turns.acquire()
+        started = loop.time()
+        first = asyncio.create_task(turns.acquire())
+        await asyncio.sleep(0.02)
+        second = asyncio.create_task(turns.acquire())  # its own deadline, 20 ms later
+        with pytest.raises(TimeoutError):
+            await first
+        assert 0.045 <= loop.time() - started < 0.5
+        assert not second.done()
+        with pytest.raises(TimeoutError):
+            await second
+        assert turns.waiting == 0 and turns.timer is None
+        turns.release()
+        assert turns.free == 1
+        await asyncio.wait_for(turns.acquire(), 0.01)  # at once: nothing is queued
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_waiter_leaves_the_line() -> None:
+    async def scenario() -> None:
+        turns = Turns(1, timeout=5)
+        await turns.acquire()
+        gone = asyncio.create_task(turns.acquire())
+        next_in_line = asyncio.create_task(turns.acquire())
+        await _settle()
+        gone.cancel()
+        await _settle()
+        assert turns.waiting == 1
+        turns.release()
+        await asyncio.wait_for(next_in_line, 1)
+        turns.release()
+        assert turns.free == 1 and turns.waiting == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_turn_handed_to_a_waiter_cancelled_before_it_ran_is_passed_on() -> None:
+    async def scenario() -> None:
+        turns = Turns(1, timeout=5)
+        await turns.acquire()
+        unlucky = asyncio.create_task(turns.acquire())
+        next_in_line = asyncio.create_task(turns.acquire())
+        await _settle()
+        turns.release()  # the turn is unlucky's now...
+        unlucky.cancel()  # ...but its task is cancelled before it resumes
+        await asyncio.wait_for(next_in_line, 1)
+        assert unlucky.cancelled()
+        turns.release()
+        assert turns.free == 1 and turns.waiting == 0
+
+    asyncio.run(scenario())
+
+
+def test_connections_are_handed_out_in_arrival_order(database_url: str) -> None:
+    """60 queries on a pool of 3 each start in the order they asked. asyncpg's own queue lets a
+    newcomer take a connection that was already promised to a woken waiter."""
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        pool = await asyncpg.create_pool(database_url, min_size=3, max_size=3)
+        db = Database(pool, acquire_timeout=10)
+        started: list[int] = []
+        try:
+
+            async def query(n: int) -> None:
+                conn = await db.acquire()
+                started.append(n)
+                try:
+                    await conn.execute("SELECT pg_sleep(0.002)")
+                finally:
+                    await db.release(conn)
+
+            async def arrivals() -> list[int]:
+                tasks, order = [], []
+                for n in range(60):
+                    tasks.append(asyncio.create_task(query(n)))
+                    order.append(n)
+                    await asyncio.sleep(0.001 if n % 3 else 0)
+                await asyncio.gather(*tasks)
+                return order
+
+            order = await arrivals()
+            assert pool.get_idle_size() == 3 and db.waiting == 0
+            return order, started
+        finally:
+            await pool.close()
+
+    order, started = asyncio.run(scenario())
+    assert started == order
