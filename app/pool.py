@@ -45,12 +45,13 @@ class Turns:
         self.waiters: deque[tuple[float, asyncio.Future[None]]] = deque()
         self.timer: asyncio.TimerHandle | None = None
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> float | None:
+        """Take a turn; returns the deadline the wait ran to, or None when there was no wait."""
         # `free` is only above zero when nobody waits: `release` hands a turn straight to the
         # oldest waiter, so a new arrival can never overtake the line.
         if self.free:
             self.free -= 1
-            return
+            return None
         loop = asyncio.get_running_loop()
         entry = (loop.time() + self.timeout, loop.create_future())
         self.waiters.append(entry)
@@ -58,6 +59,7 @@ class Turns:
             self.timer = loop.call_at(entry[0], self._expire, loop)
         try:
             await entry[1]
+            return entry[0]
         except asyncio.CancelledError:
             # The task was cancelled (the client went away). Leave the line, or, if the turn
             # was handed over just before, pass it on.
@@ -114,14 +116,16 @@ class Database:
     async def acquire(self) -> asyncpg.Connection:
         """A pool connection within `acquire_timeout`, else TimeoutError; give it back with
         `release`."""
-        await self.turns.acquire()
+        deadline = await self.turns.acquire()
         try:
             if self.pool.get_idle_size():
                 # No timer: asyncpg's acquire(timeout=) makes a task, asyncio.timeout a timer.
                 return await self.pool.acquire()
             # A turn but no idle connection: the ORM's own queries (which do not take turns)
-            # hold some, or one is being reopened. Bounded too.
-            async with asyncio.timeout(self.acquire_timeout):
+            # hold some, or one is being reopened. Bounded by what is left of the same wait.
+            if deadline is None:
+                deadline = asyncio.get_running_loop().time() + self.acquire_timeout
+            async with asyncio.timeout_at(deadline):
                 return await self.pool.acquire()
         except BaseException:
             self.turns.release()

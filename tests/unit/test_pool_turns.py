@@ -140,3 +140,29 @@ def test_connections_are_handed_out_in_arrival_order(database_url: str) -> None:
 
     order, started = asyncio.run(scenario())
     assert started == order
+
+
+def test_the_whole_wait_for_a_connection_is_bounded_once(database_url: str) -> None:
+    """A turn that comes late, with no idle connection behind it (the ORM holds it), waits only
+    what is left of `acquire_timeout`, not a second `acquire_timeout`."""
+
+    async def scenario() -> float:
+        loop = asyncio.get_running_loop()
+        pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+        db = Database(pool, acquire_timeout=0.4)
+        held = await pool.acquire()  # taken outside `Database`, as the ORM's queries are
+        try:
+            first = asyncio.create_task(db.acquire())  # the turn, then 0.4 s on the pool
+            await asyncio.sleep(0.1)
+            started = loop.time()
+            with pytest.raises(TimeoutError):
+                await db.acquire()  # 0.3 s for a turn, then what is left: nothing
+            elapsed = loop.time() - started
+            with pytest.raises(TimeoutError):
+                await first
+            return elapsed
+        finally:
+            await pool.release(held)
+            await pool.close()
+
+    assert asyncio.run(scenario()) < 0.55
