@@ -19,7 +19,6 @@ import ipaddress
 import logging
 import multiprocessing
 import time
-from dataclasses import dataclass
 from multiprocessing.sharedctypes import RawArray
 from multiprocessing.synchronize import Lock as LockType
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -28,6 +27,7 @@ from limits import RateLimitItem, parse
 from sanic import Request, Sanic
 from sanic.response import BaseHTTPResponse
 
+from app.auth import verified_subject
 from app.balance import worker_index
 from app.metrics import RATE_LIMITED
 from app.settings import Settings
@@ -62,34 +62,60 @@ class RateLimited(Exception):
         self.decision = decision
 
 
-@dataclass(slots=True)
+class Policy:
+    """One limit, with what every hit needs worked out once: its table key suffix and headers."""
+
+    __slots__ = ("amount", "item", "limit_text", "period", "policy_text", "suffix")
+
+    def __init__(self, item: RateLimitItem) -> None:
+        self.item = item
+        self.amount = item.amount
+        self.period = item.get_expiry()
+        # A key's count is per policy: the same client under two limits has two rows.
+        self.suffix = f"|{self.amount}/{self.period}"
+        self.limit_text = str(self.amount)
+        self.policy_text = f"{self.amount};w={self.period}"
+
+    @classmethod
+    def parse(cls, text: str) -> Policy:
+        return cls(parse(text))
+
+
 class Decision:
-    allowed: bool
-    limit: int
-    remaining: int
-    reset: int  # seconds until the window resets
-    period: int
+    """What one hit decided: the count including it, and when its window resets."""
+
+    __slots__ = ("count", "policy", "reset")
+
+    def __init__(self, count: int, policy: Policy, window: int, now: float) -> None:
+        self.count = count
+        self.policy = policy
+        # Seconds until the window resets, rounded up, at least 1.
+        self.reset = max(1, int((window + 1) * policy.period - now + 0.999))
+
+    @property
+    def allowed(self) -> bool:
+        return self.count <= self.policy.amount
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.policy.amount - self.count)
+
+    @property
+    def limit(self) -> int:
+        return self.policy.amount
+
+    @property
+    def period(self) -> int:
+        return self.policy.period
 
     def headers(self) -> dict[str, str]:
         """The IETF draft `RateLimit-*` fields (draft-ietf-httpapi-ratelimit-headers)."""
         return {
-            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Limit": self.policy.limit_text,
             "RateLimit-Remaining": str(self.remaining),
             "RateLimit-Reset": str(self.reset),
-            "RateLimit-Policy": f"{self.limit};w={self.period}",
+            "RateLimit-Policy": self.policy.policy_text,
         }
-
-
-def _decide(count: int, item: RateLimitItem, window: int, now: float) -> Decision:
-    period = item.get_expiry()
-    reset = max(1, int((window + 1) * period - now + 0.999))
-    return Decision(
-        allowed=count <= item.amount,
-        limit=item.amount,
-        remaining=max(0, item.amount - count),
-        reset=reset,
-        period=period,
-    )
 
 
 def _key_hash(key: str) -> int:
@@ -189,7 +215,7 @@ class WindowTable:
 
 
 class Limiter(Protocol):
-    async def hit(self, key: str, item: RateLimitItem) -> Decision: ...
+    async def hit(self, key: str, policy: Policy) -> Decision: ...
 
     async def close(self) -> None: ...
 
@@ -200,13 +226,13 @@ class LocalLimiter:
     def __init__(self, table: WindowTable) -> None:
         self.table = table
 
-    def hit_now(self, key: str, item: RateLimitItem, now: float) -> Decision:
-        window = int(now // item.get_expiry())
-        count = self.table.hit(f"{key}|{item.amount}/{item.get_expiry()}", window, item.amount)
-        return _decide(count, item, window, now)
+    def hit_now(self, key: str, policy: Policy, now: float) -> Decision:
+        window = int(now // policy.period)
+        count = self.table.hit(key + policy.suffix, window, policy.amount)
+        return Decision(count, policy, window, now)
 
-    async def hit(self, key: str, item: RateLimitItem) -> Decision:
-        return self.hit_now(key, item, time.time())
+    async def hit(self, key: str, policy: Policy) -> Decision:
+        return self.hit_now(key, policy, time.time())
 
     async def close(self) -> None:
         return None
@@ -232,19 +258,19 @@ class RedisLimiter:
         self.fallback = fallback
         self._down_until = 0.0
 
-    async def hit(self, key: str, item: RateLimitItem) -> Decision:
+    async def hit(self, key: str, policy: Policy) -> Decision:
         now = time.time()
         if now >= self._down_until:
-            period = item.get_expiry()
+            period = policy.period
             window = int(now // period)
             try:
-                count = await self.storage.incr(f"{item.key_for(key)}/{window}", period + 1)
+                count = await self.storage.incr(f"{policy.item.key_for(key)}/{window}", period + 1)
             except Exception as exc:  # noqa: BLE001 (any Redis failure: fall back, say so)
                 self._down_until = now + REDIS_RETRY_AFTER
                 log.warning("Redis unavailable for rate limits (%r); per-machine limits", exc)
             else:
-                return _decide(count, item, window, now)
-        return self.fallback.hit_now(key, item, now)
+                return Decision(count, policy, window, now)
+        return self.fallback.hit_now(key, policy, now)
 
     async def ping(self) -> bool:
         return bool(await self.storage.check())
@@ -267,8 +293,6 @@ def subject_of(request: Request) -> str | None:
         return subject
     if getattr(request.app.ctx, "auth", None) is None:
         return None
-    from app.auth import verified_subject
-
     return verified_subject(request)
 
 
@@ -309,8 +333,8 @@ def register(app: Sanic[Any, Any]) -> None:
     settings: Settings = app.ctx.settings
     if settings.RATE_LIMIT == "off":
         return
-    general = parse(settings.RATE_LIMIT)
-    auth = None if settings.RATE_LIMIT_AUTH == "off" else parse(settings.RATE_LIMIT_AUTH)
+    general = Policy.parse(settings.RATE_LIMIT)
+    auth = None if settings.RATE_LIMIT_AUTH == "off" else Policy.parse(settings.RATE_LIMIT_AUTH)
     trusted = settings.TRUSTED_PROXIES
 
     @app.main_process_start
@@ -338,14 +362,14 @@ def register(app: Sanic[Any, Any]) -> None:
         if path.startswith(EXEMPT_PREFIXES):
             return
         if auth is not None and path == AUTH_PATH and request.method == "POST":
-            item, key = auth, f"ip:{client_ip(request, trusted)}"
+            policy, key = auth, f"ip:{client_ip(request, trusted)}"
         else:
-            item, key = general, caller_key(request)
+            policy, key = general, caller_key(request)
         limiter = request.app.ctx.limiter
         if type(limiter) is LocalLimiter:  # the machine's table: no I/O, no coroutine
-            decision = limiter.hit_now(key, item, time.time())
+            decision = limiter.hit_now(key, policy, time.time())
         else:
-            decision = await limiter.hit(key, item)
+            decision = await limiter.hit(key, policy)
         request.ctx.rate_limit = decision
         if not decision.allowed:
             RATE_LIMITED.inc()

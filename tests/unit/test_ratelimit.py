@@ -8,9 +8,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from limits import parse
 
-from app.ratelimit import PROBES, LocalLimiter, RedisLimiter, WindowTable, client_ip
+from app.ratelimit import PROBES, LocalLimiter, Policy, RedisLimiter, WindowTable, client_ip
 from app.settings import SettingsError, load_settings
 from tests.support import free_port
 
@@ -48,9 +47,9 @@ def test_a_full_probe_run_forgets_the_least_counted_key() -> None:
 
 def test_decision_admits_up_to_the_limit_and_says_so_in_headers() -> None:
     limiter = LocalLimiter(_table())
-    item = parse("3/minute")
+    policy = Policy.parse("3/minute")
     now = 600.0 + 15  # 15 s into a minute window
-    decisions = [limiter.hit_now("ip:1.2.3.4", item, now) for _ in range(4)]
+    decisions = [limiter.hit_now("ip:1.2.3.4", policy, now) for _ in range(4)]
     assert [d.allowed for d in decisions] == [True, True, True, False]
     assert [d.remaining for d in decisions] == [2, 1, 0, 0]
     assert decisions[-1].headers() == {
@@ -60,7 +59,7 @@ def test_decision_admits_up_to_the_limit_and_says_so_in_headers() -> None:
         "RateLimit-Policy": "3;w=60",
     }
     # The next window admits again.
-    assert limiter.hit_now("ip:1.2.3.4", item, 660.0).allowed
+    assert limiter.hit_now("ip:1.2.3.4", policy, 660.0).allowed
 
 
 def _request(peer: str, forwarded: str | None = None) -> Any:
@@ -109,7 +108,9 @@ def test_an_unreachable_redis_falls_back_to_the_machines_own_count() -> None:
         local = LocalLimiter(_table())
         limiter = RedisLimiter(f"redis://127.0.0.1:{free_port()}/0", local)  # nothing listens
         try:
-            return [(await limiter.hit("ip:1.2.3.4", parse("2/hour"))).allowed for _ in range(3)]
+            return [
+                (await limiter.hit("ip:1.2.3.4", Policy.parse("2/hour"))).allowed for _ in range(3)
+            ]
         finally:
             await limiter.close()
 
