@@ -96,7 +96,7 @@ def _measure(
 def measure_all(wrk: str, servers: list[Server], opts: Options, run_dir: Path) -> list[Measurement]:
     prepare = Preparer(opts)
     measurements: list[Measurement] = []
-    if not opts.variants:
+    if not opts.variants and not opts.scale:
         # Both servers stay up; each scenario runs on one, then the other, back to back.
         with running(servers):
             for server in servers:
@@ -146,11 +146,15 @@ def run(opts: Options) -> int:
             flush=True,
         )
 
-    asyncio.run(create_database(opts.database_url))
-    migrate(opts, run_dir)
-    started = time.monotonic()
-    asyncio.run(seed(opts.database_url, opts.n_items))
-    print(f"seeded {opts.n_items:,} items in {time.monotonic() - started:.1f}s", flush=True)
+    databases = [(opts.database_url, opts.n_items)]
+    if opts.scale:
+        databases.append((opts.scale_database_url, opts.scale))
+    for url, n_items in databases:
+        asyncio.run(create_database(url))
+        migrate(opts, run_dir, url)
+        started = time.monotonic()
+        asyncio.run(seed(url, n_items))
+        print(f"seeded {n_items:,} items in {time.monotonic() - started:.1f}s", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="bench-certs-") as cert_dir:
         cert = make_cert(opts, Path(cert_dir)) if opts.tls else None
@@ -167,7 +171,9 @@ def run(opts: Options) -> int:
             run_dir,
             summaries,
             server_names(measurements),
-            f"{opts.profile}{' over TLS' if opts.tls else ''}, N={opts.n_items:,}, "
+            f"{opts.profile}{' over TLS' if opts.tls else ''}, N={opts.n_items:,}"
+            + (f" and {opts.scale:,}" if opts.scale else "")
+            + ", "
             f"{opts.rounds} round(s) of {opts.duration}s, git {meta['git']}",
         )
         meta["chart"] = chart.name if chart else None

@@ -37,12 +37,14 @@ async def create_database(url: str) -> None:
         await conn.close()
 
 
-def migrate(opts: Options, log_dir: Path) -> None:
+def migrate(opts: Options, log_dir: Path, url: str | None = None) -> None:
+    """Create the schema in `url` (default: `--database-url`)."""
+    url = url or opts.database_url
     if opts.schema == "baseline":
         schema_sql = BASELINE_SCHEMA.read_text()
 
         async def apply() -> None:
-            conn = await asyncpg.connect(opts.database_url)
+            conn = await asyncpg.connect(url)
             try:
                 await conn.execute(schema_sql)
             finally:
@@ -50,9 +52,9 @@ def migrate(opts: Options, log_dir: Path) -> None:
 
         asyncio.run(apply())
         return
-    env = {**os.environ, **opts.ours_env, "DATABASE_URL": opts.database_url}
+    env = {**os.environ, **opts.ours_env, "DATABASE_URL": url}
     log = log_dir / "migrate.log"
-    with log.open("w") as out:
+    with log.open("a") as out:
         result = subprocess.run(
             [opts.python, "-m", "app", "migrate"],
             cwd=REPO_ROOT,

@@ -71,7 +71,7 @@ def run_memory(
 ) -> tuple[list[Sample], Measurement]:
     if server.process is None:
         raise BenchError("memory run: the server is not running")
-    script = write_script(server, "mixed", opts, run_dir / "lua")
+    script = write_script(server, "mixed", run_dir / "lua")
     cmd = wrk_command(wrk, server, script, opts, opts.memory_seconds)
     samples: list[Sample] = []
     started = time.monotonic()

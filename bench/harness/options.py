@@ -6,6 +6,7 @@ import argparse
 import os
 import shlex
 import sys
+import urllib.parse
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ SCENARIOS: dict[str, Scenario] = {
 
 SERVERS = ("ours", "baseline")
 BASELINE = "baseline"
+# `--scale N` adds `ours@<N>` and `baseline@<N>`: the same servers on a database of N items.
+AT = "@"
 
 # What our server runs with, on top of the settings every run shares (harness/servers.py).
 # `production` is what a production deployment turns on (issue 9 measures it): JSON access
@@ -92,6 +95,7 @@ class Options:
     ours_env: dict[str, str]
     profile: str
     variants: list[Variant]
+    scale: int
     tls: bool
     memory: bool
     memory_seconds: int
@@ -108,6 +112,20 @@ class Options:
     @property
     def scheme(self) -> str:
         return "https" if self.tls else "http"
+
+    @property
+    def scale_label(self) -> str:
+        """`1M`, `100k`, `2500`: how `--scale` copies are named (`ours@1M`)."""
+        for size, suffix in ((1_000_000, "M"), (1_000, "k")):
+            if self.scale >= size and self.scale % size == 0:
+                return f"{self.scale // size}{suffix}"
+        return str(self.scale)
+
+    @property
+    def scale_database_url(self) -> str:
+        """`--database-url` with `_<N>` added to the database name."""
+        parts = urllib.parse.urlsplit(self.database_url)
+        return urllib.parse.urlunsplit(parts._replace(path=f"{parts.path}_{self.scale}"))
 
     @property
     def profile_env(self) -> dict[str, str]:
@@ -179,6 +197,15 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         "(repeatable; e.g. no-access-log:ACCESS_LOG=false); servers then start one at a time",
     )
     parser.add_argument(
+        "--scale",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also seed a database of N items (--database-url's name + _N) and measure each "
+        "server on it too, as `ours@<N>` beside `ours` (issue 9: list p99 at 1M <= 1.2x at "
+        "10k); servers then start one at a time",
+    )
+    parser.add_argument(
         "--tls",
         action="store_true",
         help="serve both servers over TLS with a fresh development certificate; wrk uses https",
@@ -245,6 +272,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         parser.error("--memory-minutes must be positive")
     if args.warmup < 0:
         parser.error("--warmup must not be negative")
+    if args.scale < 0 or (args.scale and args.scale == args.n_items):
+        parser.error("--scale must be positive and differ from --n-items")
     if args.threads > args.connections:
         parser.error("--threads must not exceed --connections")
     ours_env = {}
@@ -265,7 +294,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         parser.error("--variant needs ours in --servers")
     if args.memory:
         # One long mixed run against our server; its RSS is what is measured.
-        scenarios, servers, variants = ["mixed"], ["ours"], []
+        scenarios, servers, variants, args.scale = ["mixed"], ["ours"], [], 0
 
     return Options(
         n_items=args.n_items,
@@ -285,6 +314,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         ours_env=ours_env,
         profile=args.profile,
         variants=variants,
+        scale=args.scale,
         tls=args.tls,
         memory=args.memory,
         memory_seconds=max(1, round(args.memory_minutes * 60)),

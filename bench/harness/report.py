@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.options import BASELINE, SCENARIOS, Options
+from harness.options import AT, BASELINE, SCENARIOS, Options
 from harness.wrk import Measurement
 
 OURS = "ours"
@@ -22,12 +22,15 @@ class Summary:
     p50_ms: dict[str, float]
     p99_ms: dict[str, float]
     errors: dict[str, int]
-    # Per server other than the baseline: the median over rounds of server / baseline (req/s
-    # and p99), and of server / ours (req/s; for --variant), from measurements of one round.
+    # Per server other than a baseline: the median over rounds of server / its baseline (req/s
+    # and p99; `ours@1M` against `baseline@1M`), from measurements of one round.
     ratio: dict[str, float]
     ratios: dict[str, list[float]]
     p99_ratio: dict[str, float]
-    vs_ours: dict[str, float]
+    # Per server with a reference (`reference()`): the median over rounds of server /
+    # reference, req/s and p99.
+    vs_ref: dict[str, float]
+    p99_vs_ref: dict[str, float]
 
     @property
     def failed(self) -> bool:
@@ -36,6 +39,30 @@ class Summary:
 
 def server_names(measurements: list[Measurement]) -> list[str]:
     return list(dict.fromkeys(m.server for m in measurements))
+
+
+def counterpart(name: str) -> str:
+    """The baseline a server is compared with: the one on the same database."""
+    _, at, size = name.partition(AT)
+    return f"{BASELINE}{at}{size}"
+
+
+def reference(name: str) -> str | None:
+    """What a copy is measured against: ours for a `--variant`, `X` for `X@<N>`."""
+    if AT in name:
+        return name.partition(AT)[0]
+    return None if name in (OURS, BASELINE) else OURS
+
+
+def _median_ratios(pairs: list[tuple[Measurement, Measurement]]) -> tuple[float, float] | None:
+    """Medians of a/b over paired rounds: req/s and p99; None without pairs."""
+    pairs = [(a, b) for a, b in pairs if b.rps and b.p99_ms]
+    if not pairs:
+        return None
+    return (
+        statistics.median(a.rps / b.rps for a, b in pairs),
+        statistics.median(a.p99_ms / b.p99_ms for a, b in pairs),
+    )
 
 
 def _paired(
@@ -57,17 +84,19 @@ def summarise(measurements: list[Measurement], opts: Options) -> list[Summary]:
         }
         ratios: dict[str, list[float]] = {}
         p99_ratio: dict[str, float] = {}
-        vs_ours: dict[str, float] = {}
+        vs_ref: dict[str, float] = {}
+        p99_vs_ref: dict[str, float] = {}
         for name in names:
-            pairs = [(a, b) for a, b in _paired(by_server, name, BASELINE) if b.rps]
+            pairs = [(a, b) for a, b in _paired(by_server, name, counterpart(name)) if b.rps]
             if pairs:
                 ratios[name] = [a.rps / b.rps for a, b in pairs]
                 p99_ratio[name] = statistics.median(
                     a.p99_ms / b.p99_ms if b.p99_ms else 0.0 for a, b in pairs
                 )
-            to_ours = [a.rps / b.rps for a, b in _paired(by_server, name, OURS) if b.rps]
-            if to_ours and name != BASELINE:
-                vs_ours[name] = statistics.median(to_ours)
+            ref = reference(name)
+            medians = _median_ratios(_paired(by_server, name, ref)) if ref else None
+            if medians is not None:
+                vs_ref[name], p99_vs_ref[name] = medians
         summaries.append(
             Summary(
                 scenario=scenario,
@@ -78,7 +107,8 @@ def summarise(measurements: list[Measurement], opts: Options) -> list[Summary]:
                 ratio={n: statistics.median(r) for n, r in ratios.items()},
                 ratios=ratios,
                 p99_ratio=p99_ratio,
-                vs_ours=vs_ours,
+                vs_ref=vs_ref,
+                p99_vs_ref=p99_vs_ref,
             )
         )
     return summaries
@@ -116,19 +146,20 @@ def _wide(summaries: list[Summary], servers: list[str]) -> list[str]:
 
 
 def _long(summaries: list[Summary], servers: list[str]) -> list[str]:
-    """One row per scenario and server: for --variant runs, each copy of ours vs ours."""
-    head = ["scenario", "server", "req/s", "vs ours", "ratio", "p99 ratio", "p50 ms", "p99 ms"]
-    head += ["errors"]
+    """One row per scenario and server: each copy of a server against its reference."""
+    head = ["scenario", "server", "req/s", "vs ref", "p99 vs ref", "ratio", "p99 ratio"]
+    head += ["p50 ms", "p99 ms", "errors"]
     rows = []
     for summary in summaries:
         for s in servers:
-            vs = summary.vs_ours.get(s)
+            vs, p99_vs = summary.vs_ref.get(s), summary.p99_vs_ref.get(s)
             rows.append(
                 [
                     summary.scenario,
                     s,
                     f"{summary.rps[s]:,.0f}",
-                    f"{(vs - 1) * 100:+.1f} %" if vs is not None and s != OURS else "",
+                    f"{(vs - 1) * 100:+.1f} %" if vs is not None else "",
+                    f"{p99_vs:.2f}" if p99_vs is not None else "",
                     f"{summary.ratio[s]:.2f}" if s in summary.ratio else "",
                     f"{summary.p99_ratio[s]:.2f}" if s in summary.p99_ratio else "",
                     f"{summary.p50_ms[s]:.2f}",
@@ -143,7 +174,9 @@ def describe_setup(opts: Options, meta: dict[str, Any]) -> str:
     load = meta["load_average_at_start"]
     end = meta.get("load_average_at_end")
     return (
-        f"N={opts.n_items} items, profile `{opts.profile}`"
+        f"N={opts.n_items} items"
+        + (f" ({opts.scale} for `X{AT}{opts.scale_label}`)" if opts.scale else "")
+        + f", profile `{opts.profile}`"
         f"{', TLS' if opts.tls else ''}, {opts.workers} workers, "
         f"wrk -t{opts.threads} -c{opts.connections} "
         f"-d{opts.duration}s after {opts.warmup}s warm-up, {opts.rounds} interleaved "
@@ -163,7 +196,16 @@ def markdown(
         describe_setup(opts, meta),
         "",
     ]
-    lines += _wide(summaries, servers) if len(servers) <= 2 else _long(summaries, servers)
+    if len(servers) <= 2 and all(reference(s) is None for s in servers):
+        lines += _wide(summaries, servers)
+    else:
+        lines += _long(summaries, servers)
+        lines += [
+            "",
+            "vs ref, p99 vs ref: medians over rounds of the server against its reference "
+            f"(ours for a variant, `X` for `X{AT}<N>`); ratio, p99 ratio: against the baseline "
+            "on the same database.",
+        ]
     lines += ["", "Scenarios:"]
     lines += [f"- `{name}`: {SCENARIOS[name].description}" for name in opts.scenarios]
     lines += ["", "Settings of each server beyond the shared ones:"]
@@ -201,6 +243,7 @@ def write_report(
             "tls": opts.tls,
             "workers": opts.workers,
             "pool_max": opts.pool_max,
+            "scale": opts.scale,
             "scheme": opts.scheme,
             "ours_cmd": opts.ours_cmd,
             "auth": opts.auth,
@@ -215,7 +258,8 @@ def write_report(
                 "ratio": s.ratio,
                 "ratios": s.ratios,
                 "p99_ratio": s.p99_ratio,
-                "vs_ours": s.vs_ours,
+                "vs_ref": s.vs_ref,
+                "p99_vs_ref": s.p99_vs_ref,
                 "failed": s.failed,
             }
             for s in summaries

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import BASELINE_SERVER, REPO_ROOT, BenchError, log_tail
-from harness.options import BASELINE, Options, routes_used
+from harness.options import AT, BASELINE, SERVERS, Options, routes_used
 
 READY_TIMEOUT_S = 90.0
 STARTUP_SETTLE_S = 2.0
@@ -39,6 +39,8 @@ class Server:
     host: str
     port: int
     log_path: Path
+    # Rows in the database it serves: --n-items, or --scale for `X@<N>`.
+    n_items: int
     # The settings this server runs with beyond the shared ones (profile, variant, TLS).
     settings: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
@@ -106,16 +108,27 @@ def make_servers(
     opts: Options, log_dir: Path, cert: tuple[Path, Path] | None = None
 ) -> list[Server]:
     """Ours (with the profile), one copy of ours per variant, and the baseline."""
-    plans: list[tuple[str, list[str], dict[str, str]]] = []
+    plans: list[tuple[str, list[str], dict[str, str], int]] = []
     baseline_cmd = [opts.python, str(BASELINE_SERVER)]
     for name in opts.servers:
         if name == BASELINE:
-            plans.append((name, baseline_cmd, {}))
+            plans.append((name, baseline_cmd, {}, opts.n_items))
             continue
-        plans.append((name, opts.ours_cmd, opts.profile_env))
-        plans += [(v.name, opts.ours_cmd, {**opts.profile_env, **v.env}) for v in opts.variants]
+        plans.append((name, opts.ours_cmd, opts.profile_env, opts.n_items))
+        plans += [
+            (v.name, opts.ours_cmd, {**opts.profile_env, **v.env}, opts.n_items)
+            for v in opts.variants
+        ]
+    if opts.scale:
+        # The same servers again on the database of `--scale` items.
+        on_scale = {"DATABASE_URL": opts.scale_database_url}
+        plans += [
+            (f"{name}{AT}{opts.scale_label}", cmd, {**settings, **on_scale}, opts.scale)
+            for name, cmd, settings, _ in list(plans)
+            if name in SERVERS
+        ]
     servers = []
-    for name, cmd, settings in plans:
+    for name, cmd, settings, n_items in plans:
         if cert is not None:
             tls = {"TLS_CERT": str(cert[0]), "TLS_KEY": str(cert[1])}
             # The baseline serves whatever TLS_CERT/TLS_KEY name (bench/baseline/server.py).
@@ -134,6 +147,7 @@ def make_servers(
                 host=opts.host,
                 port=port,
                 log_path=log_dir / f"server-{name}.log",
+                n_items=n_items,
                 settings=settings,
             )
         )
@@ -228,7 +242,7 @@ def request(
 def preflight(server: Server, opts: Options) -> None:
     """Fail fast, with the reason, if a route does not answer as the scenarios expect."""
     checks: dict[str, tuple[str, str, dict[str, Any] | None, int]] = {
-        "get": ("GET", f"/items/{opts.n_items}", None, 200),
+        "get": ("GET", f"/items/{server.n_items}", None, 200),
         "list": ("GET", "/items?limit=20", None, 200),
         "create": ("POST", "/items", {"name": "bench preflight", "price": 1.5}, 201),
     }
@@ -253,7 +267,7 @@ def collect_list_paths(server: Server, opts: Options) -> list[str]:
     walked on its own. The page size is chosen to give about ``opts.cursors``
     pages for the table size (max 100), then pages are sampled evenly.
     """
-    limit = max(1, min(100, opts.n_items // opts.cursors))
+    limit = max(1, min(100, server.n_items // opts.cursors))
     cursors: list[str] = []
     cursor: str | None = None
     conn = server.connection()
