@@ -69,8 +69,11 @@ def test_a_write_is_never_read_stale_on_any_worker(database_url: str, tmp_path: 
 
         hits_before = _cache_hits(base)
         assert asyncio.run(write_then_read()) == []
-        # The reads were served from the cache, so the check above could have failed.
-        assert _cache_hits(base) - hits_before >= ROUNDS
+        # Some reads were served from the cache, so the check above could have failed. Most of
+        # the 800 miss: besides the writer's own bump, each write bumps its id's generation once
+        # per worker when its NOTIFY arrives, milliseconds later, which drops what was cached in
+        # between. 78-165 hits in runs on the development machine; at least one per ten rounds.
+        assert _cache_hits(base) - hits_before >= ROUNDS // 10
 
 
 def test_a_write_on_one_instance_reaches_the_others_cache_within_the_bound(
