@@ -37,9 +37,8 @@ async def create_database(url: str) -> None:
         await conn.close()
 
 
-def migrate(opts: Options, log_dir: Path, url: str | None = None) -> None:
-    """Create the schema in `url` (default: `--database-url`)."""
-    url = url or opts.database_url
+def migrate(opts: Options, log_dir: Path, url: str) -> None:
+    """Create the schema in the database at `url`."""
     if opts.schema == "baseline":
         schema_sql = BASELINE_SCHEMA.read_text()
 
