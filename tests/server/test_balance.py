@@ -64,7 +64,7 @@ def test_connections_pile_on_one_worker_then_spread_evenly(live: str) -> None:
     assert len(workers) == 2
     stopped = workers[1]
 
-    async def run() -> tuple[list[int], list[int], list[int], int]:
+    async def run() -> tuple[list[int], int, list[int], list[int], int]:
         clients = [Client(port) for _ in range(CLIENTS)]
         # With one worker stopped, the other accepts every connection: a 40/0 start.
         stopped.send_signal(signal.SIGSTOP)
@@ -72,6 +72,9 @@ def test_connections_pile_on_one_worker_then_spread_evenly(live: str) -> None:
             await asyncio.gather(*(c.connect() for c in clients))
             await asyncio.gather(*(c.get("/health") for c in clients))
             before = _connections_per_worker(workers, port)
+            # Balancing may already have begun: the running worker can close some of these
+            # once its shared count shows it crowded (slow machines reach that interval).
+            shed = sum(c.writer is None for c in clients)
         finally:
             stopped.send_signal(signal.SIGCONT)
         # Each client keeps requesting on its own, so reconnects come one at a time, as they
@@ -89,10 +92,11 @@ def test_connections_pile_on_one_worker_then_spread_evenly(live: str) -> None:
         after = _connections_per_worker(workers, port)
         reconnects = sum(c.reconnects for c in clients)
         await asyncio.gather(*(c.close() for c in clients))
-        return before, after, statuses, reconnects
+        return before, shed, after, statuses, reconnects
 
-    before, after, statuses, reconnects = asyncio.run(run())
-    assert sorted(before) == [0, CLIENTS]
+    before, shed, after, statuses, reconnects = asyncio.run(run())
+    # Every connection went to the running worker: it holds them, or closed them after a reply.
+    assert before[1] == 0 and before[0] + shed == CLIENTS, (before, shed)
     # Every request answered; the crowded worker closed connections only between responses.
     assert set(statuses) == {200}
     assert sum(after) == CLIENTS
