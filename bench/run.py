@@ -86,7 +86,9 @@ def _measure(
     print(
         f"round {round_no}/{opts.rounds} {scenario:<7} {server.name:<14} "
         f"{m.rps:>9,.0f} req/s  p50 {m.p50_ms:6.2f} ms  "
-        f"p99 {m.p99_ms:7.2f} ms  errors {m.errors}"
+        f"p99 {m.p99_ms:7.2f} ms  "
+        + (f"slowest {m.slowest_ms:7.1f} ms ({m.over_250ms} > 250 ms)  " if m.slowest_ms else "")
+        + f"errors {m.errors}"
         + (f" {m.statuses} {m.socket_errors}" if m.errors else ""),
         flush=True,
     )

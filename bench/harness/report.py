@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,10 @@ class Summary:
     # reference, req/s and p99.
     vs_ref: dict[str, float]
     p99_vs_ref: dict[str, float]
+    # Per server that writes the JSON access log: its slowest request server-side over all
+    # rounds, and how many took longer than 250 ms.
+    slowest_ms: dict[str, float] = field(default_factory=dict)
+    over_250ms: dict[str, int] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
@@ -109,6 +113,16 @@ def summarise(measurements: list[Measurement], opts: Options) -> list[Summary]:
                 p99_ratio=p99_ratio,
                 vs_ref=vs_ref,
                 p99_vs_ref=p99_vs_ref,
+                slowest_ms={
+                    n: max(m.slowest_ms for m in ms if m.slowest_ms is not None)
+                    for n, ms in by_server.items()
+                    if any(m.slowest_ms is not None for m in ms)
+                },
+                over_250ms={
+                    n: sum(m.over_250ms or 0 for m in ms)
+                    for n, ms in by_server.items()
+                    if any(m.over_250ms is not None for m in ms)
+                },
             )
         )
     return summaries
@@ -122,6 +136,13 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
+def _slowest(summary: Summary, server: str) -> str:
+    """The slowest server-side request over the rounds, and the count over 250 ms."""
+    if server not in summary.slowest_ms:
+        return ""
+    return f"{summary.slowest_ms[server]:.1f} ({summary.over_250ms.get(server, 0)})"
+
+
 def _wide(summaries: list[Summary], servers: list[str]) -> list[str]:
     """One row per scenario: ours beside the baseline (or one server alone)."""
     paired = servers == [OURS, BASELINE]
@@ -130,6 +151,8 @@ def _wide(summaries: list[Summary], servers: list[str]) -> list[str]:
         head += ["ratio", "p99 ratio"]
     for s in servers:
         head += [f"{s} p50 ms", f"{s} p99 ms"]
+    logged = [s for s in servers if any(s in x.slowest_ms for x in summaries)]
+    head += [f"{s} slowest ms (> 250 ms)" for s in logged]
     head += ["errors", "result"]
     rows = []
     for summary in summaries:
@@ -139,6 +162,7 @@ def _wide(summaries: list[Summary], servers: list[str]) -> list[str]:
             row.append(f"{summary.p99_ratio[OURS]:.2f}" if OURS in summary.p99_ratio else "n/a")
         for s in servers:
             row += [f"{summary.p50_ms[s]:.2f}", f"{summary.p99_ms[s]:.2f}"]
+        row += [_slowest(summary, s) for s in logged]
         row.append(" / ".join(str(summary.errors[s]) for s in servers))
         row.append("FAIL" if summary.failed else "ok")
         rows.append(row)
@@ -148,7 +172,7 @@ def _wide(summaries: list[Summary], servers: list[str]) -> list[str]:
 def _long(summaries: list[Summary], servers: list[str]) -> list[str]:
     """One row per scenario and server: each copy of a server against its reference."""
     head = ["scenario", "server", "req/s", "vs ref", "p99 vs ref", "ratio", "p99 ratio"]
-    head += ["p50 ms", "p99 ms", "errors"]
+    head += ["p50 ms", "p99 ms", "slowest ms (> 250 ms)", "errors"]
     rows = []
     for summary in summaries:
         for s in servers:
@@ -164,6 +188,7 @@ def _long(summaries: list[Summary], servers: list[str]) -> list[str]:
                     f"{summary.p99_ratio[s]:.2f}" if s in summary.p99_ratio else "",
                     f"{summary.p50_ms[s]:.2f}",
                     f"{summary.p99_ms[s]:.2f}",
+                    _slowest(summary, s),
                     str(summary.errors[s]) + (" FAIL" if summary.errors[s] else ""),
                 ]
             )
@@ -260,6 +285,8 @@ def write_report(
                 "p99_ratio": s.p99_ratio,
                 "vs_ref": s.vs_ref,
                 "p99_vs_ref": s.p99_vs_ref,
+                "slowest_ms": s.slowest_ms,
+                "over_250ms": s.over_250ms,
                 "failed": s.failed,
             }
             for s in summaries

@@ -7,11 +7,12 @@ import os
 import shlex
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from harness import LUA_DIR, BenchError
+from harness.accesslog import log_offset, slowest_since
 from harness.options import SCENARIOS, Options
 from harness.servers import Server
 
@@ -81,6 +82,10 @@ class Measurement:
     statuses: dict[str, int]
     socket_errors: dict[str, int]
     latency_us: dict[str, float]
+    # From the server's own access log during the measurement (None: it writes none).
+    slowest_ms: float | None = None
+    slowest_route: str | None = None
+    over_250ms: int | None = None
 
 
 def wrk_command(wrk: str, server: Server, script: Path, opts: Options, duration: int) -> list[str]:
@@ -146,8 +151,18 @@ def measure(
     raw_log = run_dir / "wrk.log"
     if opts.warmup:
         run_wrk(wrk, server, script, opts, opts.warmup, raw_log)
+    offset = log_offset(server.log_path)
     raw = run_wrk(wrk, server, script, opts, opts.duration, raw_log)
-    return to_measurement(raw, server, scenario, round_no)
+    measurement = to_measurement(raw, server, scenario, round_no)
+    slowest = slowest_since(server.log_path, offset)
+    if slowest is None:
+        return measurement
+    return replace(
+        measurement,
+        slowest_ms=slowest.ms,
+        slowest_route=slowest.route,
+        over_250ms=slowest.over_slow,
+    )
 
 
 def to_measurement(
