@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install run serve migrate test lint format lock bench bench-quick deploy-lint container-smoke fuzz cluster cluster-test test-pgbouncer
+.PHONY: help install run serve token migrate test lint format lock bench bench-quick deploy-lint container-smoke fuzz cluster cluster-test test-pgbouncer
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -23,6 +23,9 @@ run: $(STAMP) ## Serve the API (embedded PostgreSQL unless DATABASE_URL is set)
 	$(BIN)/python -m app serve
 
 serve: run
+
+token: $(STAMP) ## The development user's access token on stdout (the README quickstart uses it)
+	@$(BIN)/python -m app token
 
 migrate: $(STAMP) ## Apply database migrations
 	$(BIN)/python -m app migrate

@@ -73,6 +73,10 @@ def _serve(settings: Settings) -> int:
         applied = asyncio.run(apply_migrations(settings))
         log.info("migrations applied: %s", ", ".join(applied) if applied else "none (at head)")
     asyncio.run(check_capacity(settings))
+    if settings.dev_user:
+        from app import dev_user
+
+        asyncio.run(dev_user.ensure(settings))
 
     # Each spawned worker builds its app through this factory, logging configured first.
     loader = AppLoader(factory=partial(tls.with_redirect_app, worker_app, settings))
@@ -166,7 +170,20 @@ def revoke_tokens(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"serve": serve, "migrate": migrate}
+def token(settings: Settings) -> int:
+    """The development user's access token on stdout, alone (`TOKEN=$(make -s token)`)."""
+    from app.dev_user import DevUserError, fetch_token
+
+    try:
+        access_token = fetch_token(settings)
+    except DevUserError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    sys.stdout.write(access_token + "\n")
+    return 0
+
+
+COMMANDS = {"serve": serve, "migrate": migrate, "token": token}
 # Commands that also take their parsed arguments.
 ARG_COMMANDS = {"gen-cert": gen_cert, "create-user": create_user, "revoke-tokens": revoke_tokens}
 
@@ -184,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="serve the API with WORKERS worker processes")
     sub.add_parser("migrate", help="apply database migrations, then exit")
+    sub.add_parser("token", help="log the development user in; its access token on stdout")
     cert = sub.add_parser("gen-cert", help="write a development TLS key and certificate")
     cert.add_argument("--out", default="certs", help="folder for fullchain.pem and privkey.pem")
     cert.add_argument("--force", action="store_true", help="replace existing files")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -156,6 +157,10 @@ class Settings(BaseSettings):
     ACCESS_TOKEN_TTL: int = Field(default=900, ge=30, le=86_400)
     REFRESH_TOKEN_TTL: int = Field(default=14 * 86_400, ge=300, le=365 * 86_400)
     AUTH_REQUIRED_FOR_READS: bool = False
+    # Development only: the local user `serve` makes sure exists (scope items:write) so the
+    # README's quickstart can write (`make token`, app/dev_user.py). Unset: "dev"; empty: none.
+    # Production never creates users: any value there stops start-up.
+    DEV_USER: str | None = None
     # TLS is on when TLS_ENABLED=true, or, with TLS_ENABLED unset, when TLS_CERT or TLS_KEY
     # is set; an unset path means certs/fullchain.pem or certs/privkey.pem.
     TLS_ENABLED: bool | None = None
@@ -189,6 +194,19 @@ class Settings(BaseSettings):
             )
         if len(secret.encode()) < MIN_SECRET_BYTES:
             raise PydanticCustomError("short_secret", f"must be at least {MIN_SECRET_BYTES} bytes")
+        return value
+
+    @field_validator("DEV_USER")
+    @classmethod
+    def _dev_user(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value and info.data.get("ENV") is Environment.PRODUCTION:
+            raise PydanticCustomError(
+                "dev_user_in_production",
+                "development only: production never creates users "
+                "(unset it; make users with `python -m app create-user`)",
+            )
+        if value and not re.fullmatch(r"[A-Za-z0-9._@-]{1,64}", value):
+            raise ValueError("must be 1-64 characters of A-Z a-z 0-9 . _ @ -")
         return value
 
     @field_validator("HTTP_REDIRECT_PORT")
@@ -262,6 +280,13 @@ class Settings(BaseSettings):
         return self.DATABASE_DIRECT_URL or self.DATABASE_URL
 
     @property
+    def dev_user(self) -> str | None:
+        """The development user to make sure of at start-up: never in production."""
+        if self.is_production or self.DEV_USER == "":
+            return None
+        return self.DEV_USER or DEFAULT_DEV_USER
+
+    @property
     def jwt_secret(self) -> str:
         """The token signing key: JWT_SECRET, or the public development fallback."""
         return self.JWT_SECRET.get_secret_value() if self.JWT_SECRET else DEV_JWT_SECRET
@@ -291,6 +316,7 @@ EXAMPLE_SECRETS = frozenset(
         "This is a big secret. Shhhhh",  # sanic-jwt's built-in default
     }
 )
+DEFAULT_DEV_USER = "dev"
 DEFAULT_TLS_CERT = Path("certs/fullchain.pem")
 DEFAULT_TLS_KEY = Path("certs/privkey.pem")
 
