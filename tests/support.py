@@ -88,6 +88,21 @@ def fetch_sql(url: str, query: str, *args: object) -> list[asyncpg.Record]:
     return asyncio.run(run())
 
 
+@contextmanager
+def notify_silenced(database_url: str) -> Iterator[None]:
+    """Inside, row writes to `items` send no `NOTIFY items_changed` (TRUNCATE still does).
+
+    The caches' LISTEN connections stay up and hear nothing, so a test sees what a write's
+    own invalidation does: the notification reaches every worker within milliseconds and
+    would hide a write path that invalidates nothing, or only its own worker.
+    """
+    run_sql(database_url, "ALTER TABLE items DISABLE TRIGGER items_notify_change")
+    try:
+        yield
+    finally:
+        run_sql(database_url, "ALTER TABLE items ENABLE TRIGGER items_notify_change")
+
+
 def server_env(database_url: str, port: int, **extra: str) -> dict[str, str]:
     env = {
         key: value

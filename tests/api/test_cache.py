@@ -7,7 +7,7 @@ import time
 from sanic_testing.reusable import ReusableClient
 
 from tests.api.items.helpers import valid_item
-from tests.support import run_sql
+from tests.support import notify_silenced, run_sql
 from tests.tokens import token_headers
 
 
@@ -59,3 +59,41 @@ def test_a_write_outside_the_app_reaches_the_cache_through_postgres(
             break
         assert time.monotonic() < deadline, "the cache kept a stale item for 2 s"
         time.sleep(0.01)
+
+
+def _cache_it(client: ReusableClient, url: str) -> None:
+    """Read until this app's cache holds the item (its LISTEN connects while requests run)."""
+    cache = client.app.ctx.item_cache
+    item_id = int(url.rsplit("/", 1)[1])
+    deadline = time.monotonic() + 5
+    while item_id not in cache.entries:
+        assert time.monotonic() < deadline, "the cache never stored the item"
+        client.get(url)
+        time.sleep(0.01)
+
+
+def test_each_write_moves_the_shared_generation_without_its_notification(
+    client: ReusableClient, database_url: str
+) -> None:
+    url = _create(client)
+    item_id = int(url.rsplit("/", 1)[1])
+    generations = client.app.ctx.item_cache.generations
+    writes = [
+        ("put", valid_item(name="replaced"), 200),
+        ("patch", {"quantity": 7}, 200),
+        ("delete", None, 204),
+    ]
+    with notify_silenced(database_url):
+        for method, body, status in writes:
+            _cache_it(client, url)
+            before = generations.current(item_id)
+            kwargs = {"json": body} if body is not None else {}
+            _, written = getattr(client, method)(url, headers=token_headers(), **kwargs)
+            assert written.status == status, written.text
+            # Every worker of the machine reads this cell: it must move, not just this dict.
+            assert generations.current(item_id) != before, f"{method} left the generation"
+            _, read = client.get(url)
+            if method == "delete":
+                assert read.status == 404
+            else:
+                assert read.json == written.json, f"stale after {method}"
