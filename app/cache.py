@@ -2,9 +2,9 @@
 
 Each worker keeps a dict of item id -> response body (precomputed bytes) and ETag version.
 Workers are separate processes, so a write cannot reach the other workers' dicts; instead
-every entry remembers the *generation* of its id, a counter in a table in shared memory
-(made in the main process before workers spawn), and a hit is served only while that
-counter is unchanged:
+every entry remembers the *generation* of its id, a stamp in a table in shared memory
+(made in the main process before workers spawn; written without a lock, see `Generations`),
+and a hit is served only while that stamp is unchanged:
 
 - a write bumps the generation of its id, on this machine, after its commit and before its
   response is sent, so no worker of this machine serves the old value afterwards;
@@ -14,8 +14,14 @@ counter is unchanged:
 - other machines learn of a write from PostgreSQL: a trigger on `items` sends
   `NOTIFY items_changed, '<id>'` in the writing transaction (`'*'` for a TRUNCATE), and
   each worker LISTENs on a dedicated connection and bumps the generation on receipt
-  (measured: milliseconds). While that connection is down the cache serves nothing, and
-  it starts empty when it comes back.
+  (measured: milliseconds).
+
+A worker that cannot be sure it hears every write serves nothing from its cache and drops it:
+from the moment its LISTEN connection closes (asyncpg's termination callback, at once: a
+PostgreSQL restart, `pg_terminate_backend`, a reset connection), errs, or misses a ping
+(`LISTEN_PING_INTERVAL` + `LISTEN_PING_TIMEOUT`: a silent network loss), until LISTEN is
+registered again; reads that began before that are not stored (`epoch`).
+`tests/server/test_cache_faults.py` restarts and terminates the database under two instances.
 
 `CACHE_TTL` bounds an entry's life in any case; `CACHE_MAX_ITEMS` bounds each worker's dict
 (oldest entry out first).
@@ -26,11 +32,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import multiprocessing
+import os
 import time
 from dataclasses import dataclass
 from multiprocessing.sharedctypes import RawArray
-from multiprocessing.synchronize import Lock as LockType
 from typing import Any
 
 import asyncpg
@@ -46,8 +51,16 @@ CHANNEL = "items_changed"
 # Ids share generation counters modulo this: a collision only costs an extra miss.
 GENERATION_SLOTS = 1 << 16
 _MASK = GENERATION_SLOTS - 1
-LISTEN_PING_INTERVAL = 5.0
-LISTEN_RETRY_DELAY = 1.0
+# A LISTEN connection that dies silently (no FIN: a network loss) is noticed by a ping: the
+# cache stops serving at most INTERVAL + TIMEOUT after the last sign of life.
+LISTEN_PING_INTERVAL = 1.0
+LISTEN_PING_TIMEOUT = 1.0
+LISTEN_RETRY_DELAY = 0.5
+# The LISTEN sessions' application_name: operators (and the fault tests) find them by it.
+LISTENER_NAME = "items-cache-listener"
+# A stamp is a process id (below 2**22, Linux's PID_MAX_LIMIT) under a microsecond count.
+_PID_BITS = 22
+_MICROS_MASK = (1 << (63 - _PID_BITS)) - 1  # wraps after 2**41 us, 25 days
 _HITS = Tally(CACHE_HITS.labels("items"))
 _MISSES = Tally(CACHE_MISSES.labels("items"))
 
@@ -70,23 +83,53 @@ class Snapshot:
 
 
 class Generations:
-    """Per-id write counters in shared memory; bumps take the lock, reads do not need it."""
+    """Per-id change stamps in shared memory, written and read without a lock.
 
-    def __init__(self, array: Any, lock: LockType) -> None:
+    A bump stores a stamp that no cell has ever held (`_Stamps`), instead of adding one: a
+    single aligned 8-byte store, whole or not at all whatever instruction its process is
+    killed at, and no lock that a killed process could leave held for the others. Two bumps
+    racing both store fresh values and either one left in place has moved the cell, so the
+    only promise the cache needs holds: a cell never goes back to a value it had while an
+    entry or a read remembered it. An increment could (a process paused between its load and
+    its store writes an old count back), and that is the write a reader would then miss.
+    `tests/unit/test_cache.py` kills bumping processes and checks both.
+    """
+
+    def __init__(self, array: Any) -> None:
         self._cells = memoryview(array).cast("B").cast("q")
-        self._lock = lock
 
     @staticmethod
-    def allocate() -> tuple[Any, LockType]:
-        return RawArray("q", GENERATION_SLOTS), multiprocessing.Lock()
+    def allocate() -> Any:
+        return RawArray("q", GENERATION_SLOTS)
 
     def current(self, item_id: int) -> int:
         return int(self._cells[item_id & _MASK])
 
     def bump(self, item_id: int) -> None:
-        # Under the lock: two writers must never both turn 5 into 6 and hide one write.
-        with self._lock:
-            self._cells[item_id & _MASK] += 1
+        self._cells[item_id & _MASK] = _STAMPS.next()
+
+
+class _Stamps:
+    """This process's stamps: its pid under a microsecond count that only grows in it.
+
+    Unique across processes by the pid; across time by the count, which starts at the
+    monotonic clock (shared by all processes), so a later process given a dead one's pid
+    starts past every stamp the dead one made. The count wraps after 25 days, far beyond any
+    entry's life (`CACHE_TTL`) or a read's.
+    """
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def next(self) -> int:
+        now = time.monotonic_ns() // 1000
+        self._last = now if now > self._last else self._last + 1
+        return ((self._last & _MICROS_MASK) << _PID_BITS) | os.getpid()
+
+
+_STAMPS = _Stamps()
 
 
 class ItemCache:
@@ -149,12 +192,16 @@ class ItemCache:
 
 
 async def listen_for_writes(cache: ItemCache, settings: Settings) -> None:
-    """Keep a LISTEN connection open for as long as the worker runs, reconnecting as needed."""
+    """Keep a LISTEN connection open for as long as the worker runs, reconnecting as needed.
+
+    The cache serves hits only between a LISTEN registered and the first sign that the
+    connection may have missed a notification.
+    """
 
     def notified(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
         if payload == "*":
             # The table was truncated: every entry may be stale.
-            cache.restart(listening=True)
+            cache.restart(listening=cache.listening)
             return
         try:
             item_id = int(payload)
@@ -163,29 +210,55 @@ async def listen_for_writes(cache: ItemCache, settings: Settings) -> None:
             return
         cache.invalidate(item_id)
 
+    def stop_serving(reason: object) -> None:
+        if cache.listening:
+            log.warning("cache invalidation stream lost (%s); cache off until back", reason)
+        cache.restart(listening=False)
+
     while True:
         conn: asyncpg.Connection | None = None
+        closed = asyncio.Event()
+
+        def on_close(_conn: Any, closed: asyncio.Event = closed) -> None:
+            # Called as soon as asyncpg sees the connection end (a server restart, a
+            # terminated backend, a reset), not at the next ping: notifications may be lost
+            # from here on. Set first when this loop closes the connection itself.
+            if not closed.is_set():
+                closed.set()
+                stop_serving("connection closed")
+
         try:
             # LISTEN needs a session of its own on PostgreSQL, never PgBouncer's transaction
             # pooling (DATABASE_DIRECT_URL; app/settings.py refuses the combination).
             conn = await connect_direct(settings)
+            conn.add_termination_listener(on_close)
+            await conn.execute(f"SET application_name = '{LISTENER_NAME}'")
             await conn.add_listener(CHANNEL, notified)
-            # Writes made while not listening were missed: start empty.
-            cache.restart(listening=True)
-            while True:
-                await asyncio.sleep(LISTEN_PING_INTERVAL)
-                await conn.fetchval("SELECT 1", timeout=LISTEN_PING_INTERVAL)
+            if not closed.is_set():
+                # Writes made while not listening were missed: start empty, and store no
+                # read that began before this point (a new epoch).
+                cache.restart(listening=True)
+            while not await _set_within(closed, LISTEN_PING_INTERVAL):
+                await asyncio.wait_for(conn.fetchval("SELECT 1"), LISTEN_PING_TIMEOUT)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 (any failure: stop serving hits, reconnect)
-            if cache.listening:
-                log.warning("cache invalidation stream lost (%r); cache off until back", exc)
-            cache.restart(listening=False)
+            stop_serving(repr(exc))
         finally:
+            closed.set()
             if conn is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(conn.close(), 1)
+                # At once, without the goodbye a hung server would never answer.
+                conn.terminate()
         await asyncio.sleep(LISTEN_RETRY_DELAY)
+
+
+async def _set_within(event: asyncio.Event, seconds: float) -> bool:
+    """Whether `event` is set within `seconds`."""
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
 
 
 def register(app: Sanic[Any, Any]) -> None:
@@ -200,9 +273,11 @@ def register(app: Sanic[Any, Any]) -> None:
 
     @app.before_server_start
     async def open_cache(app: Sanic[Any, Any]) -> None:
-        # Single-process servers (tests) have no main process: a table of their own.
-        shared = getattr(app.shared_ctx, "cache_generations", None) or Generations.allocate()
-        cache = ItemCache(Generations(*shared), settings.CACHE_TTL, settings.CACHE_MAX_ITEMS)
+        shared = getattr(app.shared_ctx, "cache_generations", None)
+        if shared is None:
+            # Single-process servers (tests) have no main process: a table of their own.
+            shared = Generations.allocate()
+        cache = ItemCache(Generations(shared), settings.CACHE_TTL, settings.CACHE_MAX_ITEMS)
         app.ctx.item_cache = cache
         app.ctx.cache_listener = asyncio.get_running_loop().create_task(
             listen_for_writes(cache, settings), name="cache-listener"

@@ -112,7 +112,8 @@ class Settings(BaseSettings):
     # Empty: limits are shared by the workers of one machine; set: by every machine.
     REDIS_URL: str = ""
     CACHE_ENABLED: bool = True
-    CACHE_TTL: float = Field(default=30.0, gt=0)
+    # At most a day: the cache's generation stamps repeat after 25 days (app/cache.py).
+    CACHE_TTL: float = Field(default=30.0, gt=0, le=86_400)
     CACHE_MAX_ITEMS: PositiveInt = 10_000
     IDEMPOTENCY_TTL: PositiveInt = 24 * 3600
     IDEMPOTENCY_PURGE_INTERVAL: PositiveInt = 600

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
+import threading
 import time
+from typing import Any
 
 from app.cache import Generations, ItemCache
 
+# Children share the parent's generation table the way Sanic's workers share the main
+# process's: made before they start. Fork is quick, and the children only run `_bump_*`.
+_FORK = multiprocessing.get_context("fork")
 
-def _cache(ttl: float = 60.0, max_items: int = 100) -> ItemCache:
-    cache = ItemCache(Generations(*Generations.allocate()), ttl, max_items)
+
+def _cache(ttl: float = 60.0, max_items: int = 100, shared: Any = None) -> ItemCache:
+    shared = Generations.allocate() if shared is None else shared
+    cache = ItemCache(Generations(shared), ttl, max_items)
     cache.restart(listening=True)
     return cache
 
@@ -32,9 +42,7 @@ def test_a_stored_read_is_served_until_its_item_is_written() -> None:
 
 def test_a_write_seen_through_another_workers_cache_invalidates_this_one() -> None:
     shared = Generations.allocate()
-    this, other = (ItemCache(Generations(*shared), 60, 100) for _ in range(2))
-    for cache in (this, other):
-        cache.restart(listening=True)
+    this, other = (_cache(shared=shared) for _ in range(2))
     _read(this, 5, 1)
     other.invalidate(5)  # the write landed on the other worker
     assert this.get(5) is None
@@ -86,3 +94,74 @@ def test_the_oldest_entry_goes_when_full() -> None:
         _read(cache, item_id, 1)
     assert cache.get(1) is None
     assert cache.get(2) is not None and cache.get(3) is not None
+
+
+def _bump_forever(shared: Any, item_id: int) -> None:
+    generations = Generations(shared)
+    while True:
+        generations.bump(item_id)
+
+
+def _bump_until(shared: Any, item_id: int, deadline: float) -> None:
+    generations = Generations(shared)
+    while time.monotonic() < deadline:
+        generations.bump(item_id)
+
+
+def test_a_process_killed_while_bumping_leaves_the_others_serving_fresh() -> None:
+    shared = Generations.allocate()
+    generations = Generations(shared)
+    # Killed at whatever instruction it is at: several times, so some kill lands mid-bump.
+    for _ in range(5):
+        child = _FORK.Process(target=_bump_forever, args=(shared, 7), daemon=True)
+        child.start()
+        before = generations.current(7)
+        deadline = time.monotonic() + 5
+        while generations.current(7) == before:  # it is bumping now
+            assert time.monotonic() < deadline, "a new process is blocked by a killed one"
+            time.sleep(0.001)
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(10)
+        assert child.exitcode == -signal.SIGKILL
+
+    reader, writer = _cache(shared=shared), _cache(shared=shared)
+    outcome: list[object] = []
+
+    def read_write_read() -> None:
+        _read(reader, 7, 1)
+        outcome.append(reader.get(7) is not None)
+        writer.invalidate(7)  # a write on another worker
+        outcome.append(reader.get(7))
+
+    # In a thread: with a lock left held by a dead child this would block for ever.
+    survivor = threading.Thread(target=read_write_read, daemon=True)
+    survivor.start()
+    survivor.join(5)
+    assert not survivor.is_alive(), "the others blocked on what a killed process left behind"
+    assert outcome == [True, None]
+
+
+def test_a_generation_never_returns_to_a_value_it_left_under_racing_bumps() -> None:
+    """What makes the cache safe without a lock: a value, once replaced, never comes back."""
+    shared = Generations.allocate()
+    generations = Generations(shared)
+    deadline = time.monotonic() + 1.0
+    # More bumpers than cores, so the scheduler pauses some of them in mid-bump.
+    children = [
+        _FORK.Process(target=_bump_until, args=(shared, 9, deadline), daemon=True) for _ in range(4)
+    ]
+    for child in children:
+        child.start()
+    left: set[int] = set()
+    last = generations.current(9)
+    returned = 0
+    while time.monotonic() < deadline:
+        value = generations.current(9)
+        if value != last:
+            returned += value in left
+            left.add(last)
+            last = value
+    for child in children:
+        child.join(10)
+    assert len(left) > 10  # the bumps really raced while sampled
+    assert returned == 0
