@@ -241,12 +241,19 @@ async def listen_for_writes(cache: ItemCache, settings: Settings) -> None:
             while not await _set_within(closed, LISTEN_PING_INTERVAL):
                 await asyncio.wait_for(conn.fetchval("SELECT 1"), LISTEN_PING_TIMEOUT)
         except asyncio.CancelledError:
+            # Shutting down, while in-flight requests may still read: no more hits.
+            closed.set()
+            cache.restart(listening=False)
+            if conn is not None:
+                # Shutting down: say goodbye to PostgreSQL, briefly.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.close(), 1)
             raise
         except Exception as exc:  # noqa: BLE001 (any failure: stop serving hits, reconnect)
             stop_serving(repr(exc))
         finally:
             closed.set()
-            if conn is not None:
+            if conn is not None and not conn.is_closed():
                 # At once, without the goodbye a hung server would never answer.
                 conn.terminate()
         await asyncio.sleep(LISTEN_RETRY_DELAY)

@@ -138,15 +138,15 @@ def test_a_terminated_listen_session_stops_the_cache_at_once(
 ) -> None:
     a, b, b_workers, path = _setup(instances)
     ports = _listen_client_ports(b, throwaway_cluster.port)
-    since = time.time()
     ended = fetch_sql(
         throwaway_db,
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        "WHERE application_name = $1 AND client_port = ANY($2::int[])",
+        "SELECT pg_terminate_backend(pid), extract(epoch FROM clock_timestamp())::float8 "
+        "FROM pg_stat_activity WHERE application_name = $1 AND client_port = ANY($2::int[])",
         LISTENER_NAME,
         ports,
     )
     assert len(ended) == 2, "B's two LISTEN sessions were not found"
+    since = min(row[1] for row in ended)
     a_worker = Pinned(a.base)
     status, written = _answer(a_worker, "PATCH", path, {"quantity": 5})
     assert status == 200, written
