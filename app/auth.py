@@ -193,6 +193,10 @@ def _credentials(request: Request, *fields: str) -> list[str]:
     if not isinstance(body, dict) or not all(isinstance(body.get(f), str) for f in fields):
         shape = ", ".join(f'"{f}": "..."' for f in fields)
         raise BadAuthRequest(f"Send a JSON object {{{shape}}}.")
+    # No credential holds NUL (PostgreSQL cannot store it): refused before any hash sees it.
+    for field in fields:
+        if "\x00" in body[field]:
+            raise BadAuthRequest(f'"{field}" must not contain NUL characters.')
     return [body[f] for f in fields]
 
 

@@ -6,7 +6,9 @@ import re
 
 from app.item_store import Precondition
 
-_TAG = re.compile(r'\s*(W/)?"v(\d{1,10})"\s*')
+# Our tags exactly, between optional spaces and tabs (RFC 9110 OWS): ASCII digits without a
+# leading zero, since tags compare as strings ("v01" is not "v1", nor is "v\u0661").
+_TAG = re.compile(r'[ \t]*(W/)?"v([1-9][0-9]{0,9})"[ \t]*')
 MAX_VERSION = 2**31 - 1
 
 

@@ -31,6 +31,7 @@ from app.auth import (
     NotAuthenticated,
     ScopeMissing,
 )
+from app.bodies import MalformedJson
 from app.idempotency import BadIdempotencyKey, KeyInFlight, KeyReused
 from app.item_store import DuplicateSku, ItemNotFound, VersionMismatch
 from app.logs import Throttle
@@ -105,11 +106,26 @@ def problem(
     }
     if errors is not None:
         body["errors"] = errors
-    response = Response(
-        orjson.dumps(body), status=status, headers=headers, content_type=PROBLEM_JSON
-    )
+    try:
+        payload = orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        # A detail that quotes a header or the method holds the client's undecodable bytes
+        # (Sanic decodes the head with surrogateescape): escape them, never fail to answer.
+        payload = orjson.dumps(_escaped(body))
+    response = Response(payload, status=status, headers=headers, content_type=PROBLEM_JSON)
     security_headers(request, response)
     return response
+
+
+def _escaped(value: Any) -> Any:
+    """`value` with every string made encodable (lone surrogates as `\\udcff`)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {key: _escaped(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_escaped(item) for item in value]
+    return value
 
 
 def _field_errors(exc: PydanticValidationError) -> list[dict[str, Any]]:
@@ -181,6 +197,13 @@ class ProblemHandler(ErrorHandler):
 
 
 def to_problem(request: Request, exc: Exception, *, debug: bool = False) -> HTTPResponse:  # noqa: PLR0911
+    if isinstance(exc, MalformedJson):
+        return problem(
+            request,
+            400,
+            f"The request body is not valid JSON (RFC 8259): {exc}.",
+            type_="/problems/malformed-json",
+        )
     if isinstance(exc, SanicExtValidationError):
         cause = exc.__context__
         if isinstance(cause, PydanticValidationError):
@@ -249,6 +272,14 @@ def to_problem(request: Request, exc: Exception, *, debug: bool = False) -> HTTP
             503,
             "The database is unavailable; retry shortly.",
             headers={"Retry-After": RETRY_AFTER_SECONDS},
+        )
+    if isinstance(exc, UnicodeError):
+        # Text that cannot be encoded comes only from the client: header bytes that are not
+        # UTF-8 (kept as surrogates by Sanic), reaching an encoder before any check refused
+        # them. A bad request, not a server fault: no traceback in the log.
+        log.info("undecodable text in a request to %s: %r", request.path, exc)
+        return problem(
+            request, 400, "The request holds bytes that are not UTF-8 text where text is needed."
         )
     if isinstance(exc, RequestCancelled):
         # The client went away mid-request (e.g. a load generator stopping): nobody to answer.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,6 +18,9 @@ from app.schemas import MAX_PRICE
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 MAX_QUERY_LENGTH = 200
+# A price in a query is a JSON number (RFC 8259), ASCII only: Decimal() alone also takes
+# " 1", "1_0", "+1" and digits of other scripts ("\u0661"), none of which a client means.
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 
 # sort parameter -> (column, descending)
 SORTS: dict[str, tuple[str, bool]] = {
@@ -105,10 +109,12 @@ def _single(args: Mapping[str, Sequence[str]], name: str) -> str | None:
 
 
 def _price(value: str) -> Decimal:
+    if not _NUMBER.fullmatch(value):
+        raise ValueError("must be a number")
     try:
         price = Decimal(value)
-    except InvalidOperation:
-        raise ValueError("must be a number") from None
+    except InvalidOperation:  # an exponent beyond what Decimal holds
+        raise ValueError(f"must be between 0 and {MAX_PRICE}") from None
     if not price.is_finite() or not 0 <= price <= MAX_PRICE:
         raise ValueError(f"must be between 0 and {MAX_PRICE}")
     if price != price.quantize(Decimal("0.01")):

@@ -28,6 +28,7 @@ from app import (
     swagger_ui,
     tracing,
 )
+from app.bodies import JsonRequest
 from app.errors import ProblemHandler
 from app.observability import ObservedSanic
 from app.pool import Database
@@ -67,6 +68,8 @@ def create_app(settings: Settings | None = None) -> ItemsApp:
         APP_NAME,
         ctx=AppContext(settings),
         error_handler=ProblemHandler(),
+        # Every JSON body goes through the one strict parser (app/bodies.py).
+        request_class=JsonRequest,
         configure_logging=False,
     )
     app.emit_access_log = settings.ACCESS_LOG
