@@ -4,14 +4,22 @@ PostgreSQL is the arbiter, so it holds across workers and machines
 (draft-ietf-httpapi-idempotency-key-header):
 
 1. *Claim*: `INSERT ... ON CONFLICT (scope, key) DO NOTHING`, committed at once, so a row
-   for the key exists to be locked.
+   for the key exists to be locked. The same statement reads the key's stored response, if
+   its first request completed: that is a read, replayed at once (or 422 for another
+   fingerprint) without the lock, so any number of concurrent retries of a completed
+   request all get it, none a 409.
 2. *Run*, in one transaction: lock that row `FOR UPDATE NOWAIT`; if another request holds
    the lock it is running the same key right now -> 409 (`Retry-After`). Under the lock:
-   a stored response with the same fingerprint is replayed, one with another fingerprint
-   is 422; otherwise the item is created and the response (status, headers, body) written
-   to the row, and both commit together. A request that dies mid-way holds no lock once
-   its connection goes, and its transaction (item included) rolls back, so the key is
-   free again: never a second item, never a key stuck "in flight".
+   a stored response (completed since the claim) with the same fingerprint is replayed,
+   one with another fingerprint is 422; otherwise the item is created and the response
+   (status, headers, body) written to the row, and both commit together. A request that
+   dies mid-way holds no lock once its connection goes, and its transaction (item
+   included) rolls back, so the key is free again: never a second item, never a key stuck
+   "in flight".
+
+The fingerprint is taken over the validated body, in the form the server acts on (defaults
+filled in, the name trimmed, the price at 2 places), so `"price": 2` and `"price": 2.0` are
+the same request.
 
 Only a completed create is stored; a failed attempt (e.g. duplicate sku) stores nothing,
 so a retry runs again. Keys expire `IDEMPOTENCY_TTL` seconds after they were first used:
@@ -26,7 +34,7 @@ import contextlib
 import hashlib
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,13 +53,21 @@ HEADER = "idempotency-key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 RETRY_AFTER_SECONDS = "1"
 PURGE_BATCH = 5000
+# The operation a fingerprint names: one spelling per route, whichever path reached it.
+CREATE_ITEM = "POST /items"
 # Printable ASCII without spaces or quotes; the draft's sf-string quotes are optional here.
 _SANE_KEY = re.compile(r"[!#-\[\]-~]{1,255}")
 
+# The SELECT sees the table as it was before the INSERT (one snapshot): a completed, live
+# response stored earlier, or nothing (a new key, or one whose first request is running).
 SQL_CLAIM = """
-INSERT INTO idempotency_keys (scope, key, fingerprint, expires_at)
-VALUES ($1, $2, $3, now() + make_interval(secs => $4))
-ON CONFLICT (scope, key) DO NOTHING
+WITH claim AS (
+    INSERT INTO idempotency_keys (scope, key, fingerprint, expires_at)
+    VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+    ON CONFLICT (scope, key) DO NOTHING
+)
+SELECT fingerprint, status, headers, body FROM idempotency_keys
+WHERE scope = $1 AND key = $2 AND status IS NOT NULL AND expires_at > now()
 """
 SQL_LOCK = """
 SELECT id, fingerprint, status, headers, body, expires_at > now() AS live
@@ -131,10 +147,15 @@ def key_of(request: Request) -> str | None:
     return key
 
 
-def fingerprint(request: Request) -> str:
-    """SHA-256 of method, path and the JSON body in canonical form (sorted keys)."""
-    canonical = orjson.dumps(request.json, option=orjson.OPT_SORT_KEYS)
-    digest = hashlib.sha256(f"{request.method} {request.path}\n".encode())
+def fingerprint(operation: str, body: Mapping[str, Any]) -> str:
+    """SHA-256 of the operation and the validated body in canonical form (sorted keys).
+
+    `body` is what the handler acts on (a model's dump): two requests that differ only in
+    spelling (`2` and `2.0`, key order, an omitted default) are the same request. Its
+    strings are checked text (the strict parser refuses lone surrogates), so always encode.
+    """
+    canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS, default=str)
+    digest = hashlib.sha256(f"{operation}\n".encode())
     digest.update(canonical)
     return digest.hexdigest()
 
@@ -146,7 +167,11 @@ async def create_once(
     db: Database, scope: str, key: str, print_: str, ttl: int, create: Create
 ) -> tuple[StoredResponse, bool]:
     """Run `create` at most once for (scope, key); returns the response and whether replayed."""
-    await db.execute(SQL_CLAIM, scope, key, print_, float(ttl))
+    stored = await db.fetchrow(SQL_CLAIM, scope, key, print_, float(ttl))
+    if stored is not None:
+        if stored["fingerprint"] != print_:
+            raise KeyReused()
+        return _stored(stored), True
     conn = await db.acquire()
     try:
         async with conn.transaction():
@@ -183,14 +208,16 @@ def _stored(row: asyncpg.Record) -> StoredResponse:
     return StoredResponse(row["status"], orjson.loads(row["headers"]), row["body"])
 
 
-async def create_item_once(request: Request, key: str, create: Create) -> HTTPResponse:
-    """`create` under `key`, scoped to the caller: the first response, or its replay."""
+async def create_item_once(
+    request: Request, key: str, body: Mapping[str, Any], create: Create
+) -> HTTPResponse:
+    """Create `body` once per caller and `key`: the first response, or its replay."""
     settings: Settings = request.app.ctx.settings
     response, replayed = await create_once(
         request.app.ctx.db,
         caller_key(request),
         key,
-        fingerprint(request),
+        fingerprint(CREATE_ITEM, body),
         settings.IDEMPOTENCY_TTL,
         create,
     )

@@ -104,7 +104,7 @@ async def create_item(request: Request, body: ItemIn) -> HTTPResponse:
         headers["Content-Type"] = JSON
         return idempotency.StoredResponse(201, headers, _item_body(row), row["id"])
 
-    return await idempotency.create_item_once(request, key, create)
+    return await idempotency.create_item_once(request, key, data, create)
 
 
 @bp.get("/<item_id:int>", ctx_auth_read=True)

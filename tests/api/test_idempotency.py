@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import asyncpg
@@ -11,8 +14,9 @@ import pytest
 from sanic_testing.reusable import ReusableClient
 from sanic_testing.testing import TestingResponse as Response
 
-from app.idempotency import purge_expired
+from app.idempotency import CREATE_ITEM, fingerprint, purge_expired
 from app.pool import Database
+from app.schemas import ItemIn
 from tests.api.items.helpers import assert_problem, valid_item
 from tests.support import fetch_sql, run_sql
 from tests.tokens import token_headers
@@ -127,3 +131,108 @@ def test_purge_deletes_only_expired_keys(keyed: ReusableClient, database_url: st
 
     assert asyncio.run(purge()) == 2
     assert len(fetch_sql(database_url, "SELECT id FROM idempotency_keys")) == 1
+
+
+@pytest.mark.parametrize(
+    "retry",
+    [
+        {"name": "spelled", "price": 2.0},
+        {"name": "spelled", "price": 2.00, "quantity": 0},
+        {"price": 2, "name": "spelled", "description": "", "sku": None},
+        {"name": "  spelled ", "price": 2e0},
+    ],
+    ids=["float", "defaults-sent", "key-order-and-nulls", "untrimmed-exponent"],
+)
+def test_the_same_request_spelled_differently_is_replayed(
+    keyed: ReusableClient, database_url: str, retry: dict[str, Any]
+) -> None:
+    # The fingerprint is of what the server acts on, not of the text the client sent.
+    key = str(uuid.uuid4())
+    first = _post(keyed, {"name": "spelled", "price": 2}, key)
+    assert first.status == 201, first.text
+    again = _post(keyed, retry, key)
+    assert again.status == 201, again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.body == first.body
+    assert _items(database_url) == 1
+
+
+@contextmanager
+def _row_locked(database_url: str, key: str) -> Iterator[None]:
+    """Hold the key's row `FOR UPDATE` in an open transaction, as a running request does."""
+    locked, release = threading.Event(), threading.Event()
+    failures: list[BaseException] = []
+
+    async def hold() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            async with conn.transaction():
+                row = await conn.fetchrow(
+                    "SELECT id FROM idempotency_keys WHERE key = $1 FOR UPDATE", key
+                )
+                assert row is not None, f"no row for key {key}"
+                locked.set()
+                while not release.is_set():
+                    await asyncio.sleep(0.01)
+        finally:
+            await conn.close()
+
+    def run() -> None:
+        try:
+            asyncio.run(hold())
+        except BaseException as exc:  # reported by the test below, not lost in the thread
+            failures.append(exc)
+            locked.set()
+
+    thread = threading.Thread(target=run, name="row-lock")
+    thread.start()
+    try:
+        assert locked.wait(30)
+        assert not failures, failures
+        yield
+    finally:
+        release.set()
+        thread.join(30)
+
+
+def test_a_completed_key_is_replayed_while_its_row_is_locked(
+    keyed: ReusableClient, database_url: str
+) -> None:
+    # A completed key is a read: retries never wait for, or lose to, whoever holds the row.
+    key = str(uuid.uuid4())
+    first = _post(keyed, valid_item(name="done"), key)
+    assert first.status == 201, first.text
+    with _row_locked(database_url, key):
+        again = _post(keyed, valid_item(name="done"), key)
+        other = _post(keyed, valid_item(name="another body"), key)
+    assert again.status == 201, again.text
+    assert again.body == first.body
+    assert again.headers["idempotent-replayed"] == "true"
+    assert assert_problem(other, 422)["type"] == "/problems/idempotency-key-reused"
+    assert _items(database_url) == 1
+
+
+def test_a_key_whose_first_request_still_runs_is_409(
+    keyed: ReusableClient, database_url: str
+) -> None:
+    # The claim of a first request that has not finished: its row has no response yet and
+    # its request holds the lock.
+    key = str(uuid.uuid4())
+    body = valid_item(name="running")
+    print_ = fingerprint(CREATE_ITEM, ItemIn.model_validate(body).model_dump())
+    fetch_sql(
+        database_url,
+        "INSERT INTO idempotency_keys (scope, key, fingerprint, expires_at) "
+        "VALUES ('sub:1', $1, $2, now() + interval '1 hour')",
+        key,
+        print_,
+    )
+    with _row_locked(database_url, key):
+        retry = _post(keyed, body, key)
+    problem = assert_problem(retry, 409)
+    assert problem["type"] == "/problems/idempotency-key-in-flight"
+    assert int(retry.headers["retry-after"]) >= 1
+    assert _items(database_url) == 0
+    # Once the first request is gone (its lock with it), the key runs.
+    assert _post(keyed, body, key).status == 201
+    assert _items(database_url) == 1

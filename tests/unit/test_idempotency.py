@@ -7,12 +7,17 @@ from typing import Any
 
 import pytest
 
-from app.idempotency import BadIdempotencyKey, fingerprint, key_of
+from app.idempotency import CREATE_ITEM, BadIdempotencyKey, fingerprint, key_of
+from app.schemas import ItemIn
 
 
-def _request(key: str | None = None, body: Any = None, path: str = "/items") -> Any:
+def _request(key: str | None = None) -> Any:
     headers = {} if key is None else {"idempotency-key": key}
-    return SimpleNamespace(headers=headers, json=body, method="POST", path=path)
+    return SimpleNamespace(headers=headers)
+
+
+def _validated(**body: Any) -> dict[str, Any]:
+    return ItemIn.model_validate(body).model_dump()
 
 
 @pytest.mark.parametrize(
@@ -37,8 +42,10 @@ def test_a_malformed_key_is_refused(sent: str) -> None:
         key_of(_request(sent))
 
 
-def test_the_fingerprint_ignores_key_order_but_not_values_or_path() -> None:
-    first = fingerprint(_request(body={"name": "a", "price": 1}))
-    assert first == fingerprint(_request(body={"price": 1, "name": "a"}))
-    assert first != fingerprint(_request(body={"name": "a", "price": 2}))
-    assert first != fingerprint(_request(body={"name": "a", "price": 1}, path="/other"))
+def test_the_fingerprint_is_of_the_validated_body_not_its_spelling() -> None:
+    first = fingerprint(CREATE_ITEM, _validated(name="a", price=1))
+    assert first == fingerprint(CREATE_ITEM, _validated(price=1.0, name="a"))
+    assert first == fingerprint(CREATE_ITEM, _validated(name=" a ", price=1, quantity=0))
+    assert first != fingerprint(CREATE_ITEM, _validated(name="a", price=1.01))
+    assert first != fingerprint(CREATE_ITEM, _validated(name="a", price=1, sku="A"))
+    assert first != fingerprint("PUT /items/1", _validated(name="a", price=1))
