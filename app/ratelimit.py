@@ -3,8 +3,8 @@
 Windows are aligned to the epoch (`floor(now / period)`), so a count needs one number per
 client and the reset time is known without asking anyone. Counts live in
 
-- a table in shared memory, made in the main process before workers spawn and reached
-  through `app.shared_ctx` (one lock, O(1) per request): one limit per machine; or
+- a table in shared memory (`app.window_table`), made in the main process before workers
+  spawn and reached through `app.shared_ctx` (O(1) per request): one limit per machine; or
 - Redis when `REDIS_URL` is set, through the `limits` library's async storage (one
   INCR-and-EXPIRE script, one round trip): one limit for every machine. While Redis does
   not answer, the machine's own table takes over, so limits stay per machine rather than off.
@@ -14,38 +14,35 @@ client and the reset time is known without asking anyone. Counts live in
 
 from __future__ import annotations
 
-import hashlib
+import enum
 import ipaddress
 import logging
-import multiprocessing
 import time
-from multiprocessing.sharedctypes import RawArray
-from multiprocessing.synchronize import Lock as LockType
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
+import orjson
 from limits import RateLimitItem, parse
 from sanic import Request, Sanic
+from sanic.exceptions import SanicException
 from sanic.response import BaseHTTPResponse
 
 from app.auth import verified_subject
 from app.balance import worker_index
 from app.metrics import RATE_LIMITED
 from app.settings import Settings
+from app.users import USERNAME
+from app.window_table import WindowTable
 
 if TYPE_CHECKING:
     from limits.aio.storage import RedisStorage
 
 log = logging.getLogger("app.ratelimit")
 
-# Paths that are never limited: probes, metrics and docs must answer however busy a client is.
-EXEMPT_PREFIXES = ("/health", "/metrics", "/docs")
-AUTH_PATH = "/auth"
-
-# 65,536 clients per window per machine; beyond that the least-counted client in a probe
-# run is forgotten (it may then get a few more requests than its limit).
-TABLE_SLOTS = 1 << 16
-PROBES = 8
-TAG_MEMO = 100_000
+# Routes never limited (by the first segment of their template): probes, metrics and docs
+# must answer however busy a client is.
+EXEMPT_SEGMENTS = frozenset({"health", "metrics", "docs"})
+# The login route, found through the router: its own limits per address and per username.
+LOGIN_PATH = "/auth"
 
 REDIS_TIMEOUT = 0.25
 REDIS_RETRY_AFTER = 2.0
@@ -118,102 +115,6 @@ class Decision:
         }
 
 
-def _key_hash(key: str) -> int:
-    # A stable hash: Python's own hash() is salted differently in every worker process.
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") >> 1
-
-
-class WindowTable:
-    """Fixed-window counters in one shared-memory array.
-
-    Open addressing over `slots` rows of (tag, window, count of worker 0 .. count of worker
-    W-1, count of processes without a worker number); a row whose window is over is free for
-    reuse, so the table never needs clearing. A key's count is the sum of its row.
-
-    Each numbered worker writes only its own column, so while a key is far from its limit (more
-    than `margin`, two per column) a worker counts a request with no lock at all: it reads the
-    row and adds one to its own cell. What another worker adds meanwhile is at most one request
-    per worker, which the margin covers. Near the limit, for a key without a row yet, and for
-    processes without a worker number, every hit takes the one lock, so the limit itself is
-    exact: 20/minute admits exactly 20 across the workers. The lock was measured at 11 % of a
-    worker on GET /items/{id} at a limit never reached, and it made a worker stall whenever the
-    other was descheduled holding it (most of the p99). Rows are (re)claimed under the lock,
-    counts zeroed before the window and tag are written; plain 8-byte stores, in order on x86-64
-    (on weaker memory models a reader may briefly see a stale count at a window's start).
-    """
-
-    def __init__(self, array: Any, lock: LockType, workers: int = 0, me: int | None = None) -> None:
-        self._cells = memoryview(array).cast("B").cast("q")
-        self._columns = workers + 1
-        self._fields = 2 + self._columns
-        self._slots = len(self._cells) // self._fields
-        self._lock = lock
-        # This process's column: its worker number, else the last one (written under the lock).
-        self._me = me if me is not None and me < workers else None
-        self._column = 2 + (self._me if self._me is not None else workers)
-        self.margin = 2 * self._columns
-        # Keys' hashes, remembered per process (blake2b costs as much as the rest of a hit).
-        self._tags: dict[str, int] = {}
-
-    @staticmethod
-    def allocate(slots: int = TABLE_SLOTS, workers: int = 0) -> tuple[Any, LockType]:
-        """The shared array and lock; made in the main process so workers inherit them."""
-        return RawArray("q", slots * (3 + workers)), multiprocessing.Lock()
-
-    def hit(self, key: str, window: int, limit: int = 1 << 62) -> int:
-        """Count one request for `key` in `window`; returns the count including it."""
-        tag = self._tags.get(key)
-        if tag is None:
-            if len(self._tags) >= TAG_MEMO:
-                self._tags.clear()
-            tag = self._tags[key] = _key_hash(key) | 1
-        cells = self._cells
-        start = tag % self._slots
-        if self._me is not None:
-            row = self._find(tag, window, start)
-            if row >= 0:
-                counts = row + 2
-                total = sum(cells[counts : counts + self._columns])
-                if total + self.margin < limit:
-                    cells[row + self._column] += 1
-                    return total + 1
-        with self._lock:
-            row = self._find(tag, window, start)
-            if row < 0:
-                row = self._claim(tag, window, start)
-            cells[row + self._column] += 1
-            counts = row + 2
-            return sum(cells[counts : counts + self._columns])
-
-    def _find(self, tag: int, window: int, start: int) -> int:
-        cells, fields, slots = self._cells, self._fields, self._slots
-        for probe in range(PROBES):
-            row = ((start + probe) % slots) * fields
-            if cells[row + 1] != window:
-                return -1  # a free row comes before any row of this key
-            if cells[row] == tag:
-                return row
-        return -1
-
-    def _claim(self, tag: int, window: int, start: int) -> int:
-        """A row for `tag` (under the lock): a free one, else the least counted of the run."""
-        cells, fields, slots = self._cells, self._fields, self._slots
-        victim, victim_count = -1, -1
-        for probe in range(PROBES):
-            row = ((start + probe) % slots) * fields
-            if cells[row + 1] != window:
-                victim = row
-                break
-            count = sum(cells[row + 2 : row + fields])
-            if victim < 0 or count < victim_count:
-                victim, victim_count = row, count
-        for column in range(2, fields):
-            cells[victim + column] = 0
-        cells[victim + 1] = window
-        cells[victim] = tag
-        return victim
-
-
 class Limiter(Protocol):
     async def hit(self, key: str, policy: Policy) -> Decision: ...
 
@@ -228,7 +129,8 @@ class LocalLimiter:
 
     def hit_now(self, key: str, policy: Policy, now: float) -> Decision:
         window = int(now // policy.period)
-        count = self.table.hit(key + policy.suffix, window, policy.amount)
+        end = (window + 1) * policy.period
+        count = self.table.hit(key + policy.suffix, end, int(now), policy.amount)
         return Decision(count, policy, window, now)
 
     async def hit(self, key: str, policy: Policy) -> Decision:
@@ -319,6 +221,24 @@ def _is_trusted(address: str, trusted: tuple[Any, ...]) -> bool:
     return any(ip in network for network in trusted)
 
 
+def address_key(address: str) -> str:
+    """`ip:<address>`, an IPv6 address by its /64.
+
+    A client commonly holds a whole IPv6 /64 (one customer's network), so counting its
+    addresses apart would give it 2^64 fresh counts; IPv4 and IPv4-mapped addresses count
+    alone (`test_an_ipv6_client_is_counted_by_its_slash_64`).
+    """
+    if ":" not in address:
+        return f"ip:{address}"
+    try:
+        ip = ipaddress.IPv6Address(address)
+    except ValueError:
+        return f"ip:{address}"
+    if ip.ipv4_mapped is not None:
+        return f"ip:{ip.ipv4_mapped}"
+    return f"ip:{ipaddress.IPv6Network((ip, 64), strict=False)}"
+
+
 def caller_key(request: Request) -> str:
     """Who is calling: `sub:<subject>` with a verified token, else `ip:<client address>`."""
     subject = subject_of(request)
@@ -328,6 +248,65 @@ def caller_key(request: Request) -> str:
     return f"ip:{client_ip(request, settings.TRUSTED_PROXIES)}"
 
 
+def count_key(request: Request) -> str:
+    """The key a request is counted under: its subject, else its address (IPv6: its /64)."""
+    subject = subject_of(request)
+    if subject is not None:
+        return f"sub:{subject}"
+    settings: Settings = request.app.ctx.settings
+    return address_key(client_ip(request, settings.TRUSTED_PROXIES))
+
+
+class RouteLimit(enum.Enum):
+    """Which limit a route is under, kept on the route (`route.ctx.rate_limit`)."""
+
+    EXEMPT = "exempt"
+    LOGIN = "login"
+
+
+def classify_routes(app: Sanic[Any, Any]) -> None:
+    """Mark the routes whose limit is not the general one, once the router is final.
+
+    The limit follows the route that will serve a request, never the path it was spelt
+    with: Sanic serves `/auth`, `/auth/` and `/auth//` with one route, and a prefix test on
+    the path would also exempt `/healthz`-like 404s (tests/server/test_ratelimit_routes.py).
+    """
+    for route in app.router.routes:
+        if route.path.split("/", 1)[0] in EXEMPT_SEGMENTS:
+            route.ctx.rate_limit = RouteLimit.EXEMPT
+    try:
+        login, _, _ = app.router.get(LOGIN_PATH, "POST", None)
+    except SanicException:
+        return  # an app without the login route (some tests)
+    login.ctx.rate_limit = RouteLimit.LOGIN
+
+
+def route_limit(request: Request) -> RouteLimit | None:
+    """The matched route's special limit, if any (None: the general limit; also unmatched)."""
+    route = request.route
+    if route is None:
+        return None
+    limit: RouteLimit | None = getattr(route.ctx, "rate_limit", None)
+    return limit
+
+
+def login_username(request: Request) -> str | None:
+    """The username a login body names, when it could be one; else None.
+
+    The body is client input read before the handler checks it: anything that is not a JSON
+    object with a plausible `username` is left for the handler to refuse (400), uncounted. A
+    name that cannot exist (`app.users.USERNAME`) cannot be guessed at, so it needs no count.
+    """
+    try:
+        body = orjson.loads(request.body)
+    except orjson.JSONDecodeError:
+        return None
+    username = body.get("username") if isinstance(body, dict) else None
+    if isinstance(username, str) and USERNAME.fullmatch(username):
+        return username
+    return None
+
+
 def register(app: Sanic[Any, Any]) -> None:
     """Wire the limits of `app.ctx.settings` into `app`; nothing at all when RATE_LIMIT=off."""
     settings: Settings = app.ctx.settings
@@ -335,6 +314,11 @@ def register(app: Sanic[Any, Any]) -> None:
         return
     general = Policy.parse(settings.RATE_LIMIT)
     auth = None if settings.RATE_LIMIT_AUTH == "off" else Policy.parse(settings.RATE_LIMIT_AUTH)
+    auth_user = (
+        None
+        if settings.RATE_LIMIT_AUTH_USER == "off"
+        else Policy.parse(settings.RATE_LIMIT_AUTH_USER)
+    )
     trusted = settings.TRUSTED_PROXIES
 
     @app.main_process_start
@@ -343,6 +327,7 @@ def register(app: Sanic[Any, Any]) -> None:
 
     @app.before_server_start
     async def open_limiter(app: Sanic[Any, Any]) -> None:
+        classify_routes(app)
         # Single-process servers (tests) have no main process: a table of their own.
         shared = getattr(app.shared_ctx, "ratelimit_table", None)
         workers = settings.WORKERS if shared is not None else 0
@@ -357,19 +342,38 @@ def register(app: Sanic[Any, Any]) -> None:
         if limiter is not None:
             await limiter.close()
 
+    async def hit(limiter: Limiter, key: str, policy: Policy) -> Decision:
+        if type(limiter) is LocalLimiter:  # the machine's table: no I/O
+            return limiter.hit_now(key, policy, time.time())
+        return await limiter.hit(key, policy)
+
+    async def limit_login(request: Request, limiter: Limiter) -> Decision:
+        """Per client address (RATE_LIMIT_AUTH), then per username (RATE_LIMIT_AUTH_USER)."""
+        if auth is not None:
+            decision = await hit(limiter, address_key(client_ip(request, trusted)), auth)
+        else:
+            decision = await hit(limiter, count_key(request), general)
+        # A refused address spends nothing of the username's count: one address alone cannot
+        # lock a user out faster than its own limit lets it try.
+        if auth_user is not None and decision.allowed:
+            username = login_username(request)
+            if username is not None:
+                per_user = await hit(limiter, f"user:{username}", auth_user)
+                if not per_user.allowed or per_user.remaining < decision.remaining:
+                    decision = per_user
+        return decision
+
     async def limit(request: Request) -> None:
-        path = request.path
-        if path.startswith(EXEMPT_PREFIXES):
+        special = route_limit(request)
+        if special is RouteLimit.EXEMPT:
             return
-        if auth is not None and path == AUTH_PATH and request.method == "POST":
-            policy, key = auth, f"ip:{client_ip(request, trusted)}"
-        else:
-            policy, key = general, caller_key(request)
         limiter = request.app.ctx.limiter
-        if type(limiter) is LocalLimiter:  # the machine's table: no I/O, no coroutine
-            decision = limiter.hit_now(key, policy, time.time())
+        if special is RouteLimit.LOGIN and request.method == "POST":
+            decision = await limit_login(request, limiter)
+        elif type(limiter) is LocalLimiter:  # the machine's table: no I/O, no coroutine
+            decision = limiter.hit_now(count_key(request), general, time.time())
         else:
-            decision = await limiter.hit(key, policy)
+            decision = await limiter.hit(count_key(request), general)
         request.ctx.rate_limit = decision
         if not decision.allowed:
             RATE_LIMITED.inc()

@@ -107,6 +107,8 @@ class Settings(BaseSettings):
     RATE_LIMIT: str = "1200/minute"
     # The stricter limit on `POST /auth`, per client IP.
     RATE_LIMIT_AUTH: str = "10/minute"
+    # Login attempts per username, over every client address.
+    RATE_LIMIT_AUTH_USER: str = "30/hour"
     # Peers whose X-Forwarded-For is believed: comma-separated addresses or CIDR networks.
     TRUSTED_PROXIES: Annotated[tuple[IPvAnyNetwork, ...], NoDecode] = ()
     # Empty: limits are shared by the workers of one machine; set: by every machine.
@@ -118,7 +120,7 @@ class Settings(BaseSettings):
     IDEMPOTENCY_TTL: PositiveInt = 24 * 3600
     IDEMPOTENCY_PURGE_INTERVAL: PositiveInt = 600
 
-    @field_validator("RATE_LIMIT", "RATE_LIMIT_AUTH")
+    @field_validator("RATE_LIMIT", "RATE_LIMIT_AUTH", "RATE_LIMIT_AUTH_USER")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         value = value.strip().lower()

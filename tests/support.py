@@ -258,3 +258,38 @@ def app_settings(database_url: str, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return load_settings(env_file=None, **values)
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def raw_request(
+    port: int,
+    method: str,
+    target: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> RawResponse:
+    """One HTTP/1.1 request written byte for byte, for what clients libraries tidy up:
+    invented methods, `//auth`, absolute-form targets. Header names come back lower-case."""
+    lines = [f"{method} {target} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    if body or method not in ("GET", "HEAD"):
+        lines.append(f"Content-Length: {len(body)}")
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall("\r\n".join(lines).encode() + b"\r\n\r\n" + body)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, content = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    parsed = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        parsed[name.strip().lower()] = value.strip()
+    return RawResponse(int(status_line.split()[1]), parsed, content)
