@@ -49,12 +49,14 @@ def security_headers(request: Request, response: BaseHTTPResponse) -> None:
     headers = response.headers
     for name, value in SECURITY_HEADERS.items():
         headers.setdefault(name, value)
-    headers.setdefault(
-        "Content-Security-Policy", DOCS_CSP if request.path.startswith("/docs") else API_CSP
-    )
+    # Decided by the route that served the request, never by the path as spelt (`//auth`,
+    # `/auth/`): the first segment of its template; unmatched requests are neither.
+    route = request.route
+    section = route.path.split("/", 1)[0] if route is not None else ""
+    headers.setdefault("Content-Security-Policy", DOCS_CSP if section == "docs" else API_CSP)
     headers[REQUEST_ID_HEADER] = request_id(request)
-    # Security (issue 4): tokens never sit in a cache; HSTS only over a direct TLS connection.
-    if request.path.startswith("/auth"):
+    # Tokens never sit in a cache; HSTS only over a direct TLS connection.
+    if section == "auth":
         headers["Cache-Control"] = "no-store"
     conn = request.conn_info
     if conn is not None and conn.ssl and (max_age := request.app.ctx.settings.HSTS_MAX_AGE):

@@ -100,17 +100,26 @@ class ObservedSanic(Sanic[Config, ctx_type]):
 
         from app.tracing import parent_context
 
+        # OpenTelemetry's HTTP conventions: an unknown method is `_OTHER` (the token as sent
+        # in `http.request.method_original`) and names its span `HTTP`, so a client cannot
+        # invent span names.
+        sent = request.method
+        known = sent in metrics.STANDARD_METHODS
+        method = sent if known else "HTTP"
+        attributes = {"http.request.method": sent if known else "_OTHER", "url.path": request.path}
+        if not known:
+            attributes["http.request.method_original"] = sent
         with tracer.start_as_current_span(
-            f"{request.method} request",
+            f"{method} request",
             context=parent_context(request.headers),
             kind=SpanKind.SERVER,
-            attributes={"http.request.method": request.method, "url.path": request.path},
+            attributes=attributes,
         ) as span:
             await super().handle_request(request)
             response = getattr(request.stream, "response", None)
             status = response.status if response is not None else NO_RESPONSE
             route = _route_template(request)
-            span.update_name(f"{request.method} {route}")
+            span.update_name(f"{method} {route}")
             span.set_attribute("http.route", route)
             span.set_attribute("http.response.status_code", status)
             if status >= 500:
@@ -121,7 +130,7 @@ class ObservedSanic(Sanic[Config, ctx_type]):
         status = response.status if response is not None else NO_RESPONSE
         route = _route_template(request)
         if self.record_metrics:
-            metrics.STATS.record(request.method, route, status, seconds)
+            metrics.STATS.record(metrics.method_label(request.method), route, status, seconds)
         if self.emit_access_log:
             body = getattr(response, "body", None)
             duration_ms = round(seconds * 1000, 3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -83,3 +84,23 @@ def test_without_traceparent_a_new_trace_starts(
     [server] = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
     assert server.parent is None
     assert server.name == "GET /items"
+
+
+def test_an_invented_method_names_no_span(
+    traced: tuple[ReusableClient, InMemorySpanExporter],
+) -> None:
+    """A method token is client input: it goes in one attribute, never the span's name."""
+    client, exporter = traced
+    exporter.clear()
+
+    async def send() -> httpx.Response:
+        async with httpx.AsyncClient() as http:
+            return await http.request("ZQXYZ", f"http://127.0.0.1:{client.port}/items")
+
+    # The in-process server answers only while its own loop runs.
+    response = client._loop.run_until_complete(send())  # noqa: SLF001
+    assert response.status_code in (404, 405)
+    [server] = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    assert server.name == "HTTP <unmatched>"
+    assert server.attributes["http.request.method"] == "_OTHER"
+    assert server.attributes["http.request.method_original"] == "ZQXYZ"

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.metrics import FLUSH_SECONDS
-from tests.support import free_port, running_server
+from app.metrics import FLUSH_SECONDS, RENDERS_PER_SECOND
+from tests.support import free_port, raw_request, running_server
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -101,3 +102,56 @@ def test_metrics_can_have_their_own_port(database_url: str, tmp_path: Path) -> N
     assert separate.status_code == 200
     assert health_count(separate.text) >= 1
     assert on_api_port.status_code == 404
+
+
+def _series(text: str) -> set[tuple[str, frozenset[tuple[str, str]]]]:
+    return {key for key in samples(text) if key[0].startswith("items_http_")}
+
+
+def test_invented_methods_and_paths_add_no_series(live_server: str) -> None:
+    """Whatever methods and paths clients invent, /metrics holds a fixed set of series."""
+    port = int(live_server.rsplit(":", 1)[1])
+
+    def invent(batch: int) -> list[int]:
+        statuses = []
+        for n in range(25):
+            # A method token of its own per request, lower-case `get` too, and paths no
+            # route serves: each would be a new label value if taken as sent.
+            for method, target in (
+                (f"ZQX{batch}X{n}", "/items"),
+                ("get", f"/items/{n}"),
+                ("GET", f"/no-such-{batch}-{n}"),
+            ):
+                statuses.append(raw_request(port, method, target).status)
+        return statuses
+
+    invent(0)  # the first `other` and `<unmatched>` series appear once
+    httpx.get(f"{live_server}/metrics")  # and those of scrapes themselves
+    time.sleep(FLUSH_SECONDS + 0.5)
+    before = httpx.get(f"{live_server}/metrics").text
+    statuses = invent(1)
+    time.sleep(FLUSH_SECONDS + 0.5)
+    after = httpx.get(f"{live_server}/metrics").text
+
+    assert set(statuses) <= {400, 404, 405}, set(statuses)
+    labels = {dict(key[1]).get("method") for key in _series(after)} - {None}
+    assert labels <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}
+    routes = {dict(key[1]).get("route") for key in _series(after)} - {None}
+    assert all(route.startswith("/") or route == "<unmatched>" for route in routes), routes
+    assert not any("no-such" in route for route in routes)
+    # 75 more invented requests: the same series (only their values moved).
+    assert _series(after) == _series(before)
+    assert abs(len(after) - len(before)) < 200
+
+
+def test_scraping_in_a_loop_renders_a_bounded_number_of_times(live_server: str) -> None:
+    """Past RENDERS_PER_SECOND a second, a worker answers scrapes with its latest render."""
+    scrapes = 40
+    started = time.monotonic()
+    with httpx.Client(base_url=live_server, timeout=30) as client:
+        bodies = [client.get("/metrics").content for _ in range(scrapes)]
+    seconds = time.monotonic() - started
+    # Each fresh render counts the scrapes before it, so no two fresh renders are alike; at
+    # most RENDERS_PER_SECOND of them per worker in each second the loop lasted.
+    bound = 2 * RENDERS_PER_SECOND * (math.ceil(seconds) + 1)
+    assert len(set(bodies)) <= min(bound, scrapes - 1), (len(set(bodies)), seconds)
