@@ -1,4 +1,5 @@
-"""Command line: `python -m app serve | migrate | gen-cert | create-user | revoke-tokens`."""
+"""Command line: `python -m app serve | migrate | gen-cert | create-user | revoke-tokens |
+disable-user | enable-user | set-scopes`."""
 
 from __future__ import annotations
 
@@ -163,10 +164,38 @@ def revoke_tokens(settings: Settings, args: argparse.Namespace) -> int:
         sys.stderr.write(f"error: {exc}\n")
         return 1
     log.info(
-        "revoked %d refresh tokens of %s (access tokens lapse within ACCESS_TOKEN_TTL)",
+        "revoked %d refresh tokens of %s; its access tokens stop working within 1 s",
         revoked,
         args.username,
     )
+    return 0
+
+
+def change_user(settings: Settings, args: argparse.Namespace) -> int:
+    """`disable-user`, `enable-user`, `set-scopes`: the user's access tokens stop working
+    within 1 s on every worker (app/token_cache.py); disabling also ends every login."""
+    from app import users
+    from app.db import connect_direct as connect
+
+    async def run() -> str:
+        conn = await connect(_with_database(settings))
+        try:
+            if args.command == "set-scopes":
+                scopes = [scope for part in args.scopes for scope in part.replace(",", " ").split()]
+                kept = await users.set_scopes(conn, args.username, scopes)
+                return f"scopes of {args.username}: {' '.join(kept) or '(none)'}"
+            active = args.command == "enable-user"
+            await users.set_active(conn, args.username, active=active)
+            return f"{'enabled' if active else 'disabled'} {args.username}"
+        finally:
+            await conn.close()
+
+    try:
+        done = asyncio.run(run())
+    except UserError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    log.info("%s; access tokens issued before stop working within 1 s", done)
     return 0
 
 
@@ -185,7 +214,14 @@ def token(settings: Settings) -> int:
 
 COMMANDS = {"serve": serve, "migrate": migrate, "token": token}
 # Commands that also take their parsed arguments.
-ARG_COMMANDS = {"gen-cert": gen_cert, "create-user": create_user, "revoke-tokens": revoke_tokens}
+ARG_COMMANDS = {
+    "gen-cert": gen_cert,
+    "create-user": create_user,
+    "revoke-tokens": revoke_tokens,
+    "disable-user": change_user,
+    "enable-user": change_user,
+    "set-scopes": change_user,
+}
 
 
 def _stop_before_serving(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
@@ -212,8 +248,18 @@ def main(argv: list[str] | None = None) -> int:
     user.add_argument(
         "--scopes", action="append", default=[], help="e.g. items:write (repeat or comma-separate)"
     )
-    revoke = sub.add_parser("revoke-tokens", help="revoke every refresh token of a user")
+    revoke = sub.add_parser("revoke-tokens", help="revoke every token of a user")
     revoke.add_argument("username")
+    for name, help_text in (
+        ("disable-user", "disable a user: no login, and every token revoked"),
+        ("enable-user", "let a disabled user log in again"),
+    ):
+        sub.add_parser(name, help=help_text).add_argument("username")
+    scopes = sub.add_parser("set-scopes", help="replace a user's scopes; old tokens revoked")
+    scopes.add_argument("username")
+    scopes.add_argument(
+        "--scopes", action="append", default=[], help="e.g. items:read (repeat or comma-separate)"
+    )
     args = parser.parse_args(argv)
 
     try:

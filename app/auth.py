@@ -4,7 +4,15 @@ sanic-jwt serves `POST /auth` (login), `POST /auth/refresh`, `GET /auth/me` and
 `GET /auth/verify`; this module adds `POST /auth/logout`. Access tokens are HS256 JWTs
 carrying `user_id` and `scopes`: checking one is a signature check, with no database call.
 Refresh tokens are random strings stored hashed in PostgreSQL, so any worker on any machine
-can refresh, and logout or `python -m app revoke-tokens` revokes them.
+can refresh, and logout or `python -m app revoke-tokens` revokes them. Each refresh rotates
+the refresh token (app/users.py: one family per login, a replayed token revokes its family).
+
+Revocation without a query per request: access tokens carry their user's `token_version`,
+and every worker polls the versions of recently changed users (app/token_cache.py). A token
+older than its user's version is refused with 401 (disabled, revoked, or scopes changed: a
+refresh gets a token with the current scopes, and a lowered scope then gives 403), within
+MAX_AGE (1 s) of the change on every worker and machine; while polls fail, requests with a
+bearer token get 503.
 
 Handlers are guarded by `require_scope`, not sanic-jwt's `@scoped`: sanic-jwt 1.8 answers a
 missing scope with 401 instead of 403 (it hands `status_code=403` to Sanic's `Unauthorized`,
@@ -21,13 +29,14 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from functools import wraps
 from typing import Any
 
 import jwt
 from sanic import HTTPResponse, Request, Sanic, empty
+from sanic.exceptions import ServiceUnavailable
 from sanic_jwt import Authentication, Initialize, Responses
 from sanic_jwt.endpoints import (
     AuthenticateEndpoint,
@@ -40,8 +49,9 @@ from sanic_jwt.exceptions import SanicJWTException
 from sanic_jwt.validators import validate_single_scope
 
 from app import docs, users
+from app.pool import Database
 from app.settings import Settings
-from app.token_cache import VerifiedTokens
+from app.token_cache import HISTORY_MARGIN, RevokedTokens, VerifiedTokens
 from app.users import SCOPE_READ, SCOPE_WRITE, User
 
 log = logging.getLogger("app.auth")
@@ -50,9 +60,13 @@ REALM = "items"
 # Clock skew tolerated between the machines that issue and check tokens.
 LEEWAY_SECONDS = 5
 REQUIRED_CLAIMS = ("exp", "iat", "user_id", "scopes")
+# Optional (tokens minted before versions existed count as version 0).
+VERSION_CLAIM = "token_version"
 READ_SCOPES = (SCOPE_READ, SCOPE_WRITE)
 # Login hashes with argon2 (~20 ms, 19 MiB each): at most this many at once per worker.
 PASSWORD_THREADS = 2
+# How long a starting worker waits for its first revocation poll (the database may be down).
+POLL_WAIT_AT_START = 1.0
 
 Handler = Callable[..., Awaitable[HTTPResponse]]
 
@@ -93,6 +107,15 @@ class ScopeMissing(AuthError):
         super().__init__(f"This needs a token with scope {' or '.join(self.scopes)}.")
 
 
+class TokenStateUnknown(ServiceUnavailable):
+    """This worker cannot tell whether a token was revoked (its polls fail): answered 503."""
+
+    quiet = True
+
+    def __init__(self) -> None:
+        super().__init__("Token revocations cannot be checked right now; retry shortly.")
+
+
 class BadAuthRequest(AuthError):
     """A login, refresh or logout body without the fields it needs: answered 400."""
 
@@ -118,9 +141,29 @@ def decode_token(
     except jwt.InvalidTokenError:
         raise NotAuthenticated("The access token is invalid.") from None
     scopes = claims["scopes"]
-    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+    if (
+        not isinstance(scopes, list)
+        or not all(isinstance(s, str) for s in scopes)
+        or not _is_int(claims["user_id"])
+        or not _is_int(claims.get(VERSION_CLAIM, 0))
+    ):
         raise NotAuthenticated("The access token is invalid.")
     return claims
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_not_revoked(revoked: RevokedTokens, claims: Mapping[str, Any]) -> None:
+    """Refuse a verified token whose user changed after it was issued (see module docstring)."""
+    if not revoked.fresh:
+        raise TokenStateUnknown
+    if revoked.revoked(claims):
+        raise NotAuthenticated(
+            "The access token was revoked (the account or its scopes changed); "
+            "refresh it or log in."
+        )
 
 
 def authorize(request: Request, scopes: Iterable[str]) -> Mapping[str, Any]:
@@ -139,6 +182,7 @@ def authorize(request: Request, scopes: Iterable[str]) -> Mapping[str, Any]:
         claims = auth.verified.get(token) or auth.verified.put(
             token, decode_token(token, auth.secret, auth.algorithm)
         )
+        check_not_revoked(auth.revoked, claims)
         request.ctx.token_claims = claims
         # Who is calling, for rate limits and idempotency keys (app/ratelimit.subject_of).
         request.ctx.subject = str(claims["user_id"])
@@ -147,11 +191,25 @@ def authorize(request: Request, scopes: Iterable[str]) -> Mapping[str, Any]:
     return claims
 
 
+async def authorize_checked(request: Request, scopes: Iterable[str]) -> Mapping[str, Any]:
+    """`authorize`, first polling for revocations when what this worker knows is too old."""
+    revoked: RevokedTokens = request.app.ctx.auth.revoked
+    if (
+        not revoked.fresh
+        and getattr(request.ctx, "token_claims", None) is None
+        and request.headers.get("authorization") is not None
+    ):
+        await revoked.poll_now()
+    return authorize(request, scopes)
+
+
 def verified_subject(request: Request) -> str | None:
     """The user id of the request's bearer token when it is valid, else None; never raises.
 
     For code that runs before the handler (rate limiting): the claims are kept on
-    `request.ctx`, so `authorize` does not verify the token a second time.
+    `request.ctx`, so `authorize` does not verify the token a second time. A token this
+    worker cannot check for revocation now is None too: a public route still answers, and
+    `authorize` in a guarded handler then raises the 503.
     """
     if request.headers.get("authorization") is None:
         return None
@@ -159,7 +217,7 @@ def verified_subject(request: Request) -> str | None:
         authorize(request, ())
     except ScopeMissing:
         pass
-    except NotAuthenticated:
+    except (NotAuthenticated, TokenStateUnknown):
         return None
     subject: str | None = getattr(request.ctx, "subject", None)
     return subject
@@ -171,7 +229,7 @@ def require_scope(*scopes: str) -> Callable[[Handler], Handler]:
     def decorator(handler: Handler) -> Handler:
         @wraps(handler)
         async def guarded(request: Request, *args: Any, **kwargs: Any) -> HTTPResponse:
-            authorize(request, scopes)
+            await authorize_checked(request, scopes)
             return await handler(request, *args, **kwargs)
 
         return guarded
@@ -182,7 +240,7 @@ def require_scope(*scopes: str) -> Callable[[Handler], Handler]:
 async def _guard_reads(request: Request) -> None:
     # Registered only when AUTH_REQUIRED_FOR_READS is on; routes opt in with `ctx_auth_read`.
     if request.route is not None and getattr(request.route.ctx, "auth_read", False):
-        authorize(request, READ_SCOPES)
+        await authorize_checked(request, READ_SCOPES)
 
 
 def _credentials(request: Request, *fields: str) -> list[str]:
@@ -216,6 +274,7 @@ class ItemsAuthentication(Authentication):  # type: ignore[misc]
         self.refresh_ttl = settings.REFRESH_TOKEN_TTL
         self.executor: ThreadPoolExecutor | None = None
         self.verified = VerifiedTokens(LEEWAY_SECONDS)
+        self.revoked = RevokedTokens()
 
     async def authenticate(self, request: Request, *_: Any, **__: Any) -> User:
         username, password = _credentials(request, "username", "password")
@@ -249,16 +308,37 @@ class ItemsAuthentication(Authentication):  # type: ignore[misc]
     async def retrieve_refresh_token(
         self, request: Request, user_id: int, *_: Any, **__: Any
     ) -> str | None:
-        # sanic-jwt compares what this returns with the token sent: return the sent one when
-        # its hash is stored for this user, else None (a mismatch, answered 401).
+        # The rotation itself. sanic-jwt compares what this returns with the token sent:
+        # return the sent one once it is rotated (its successor goes out through
+        # `extend_refresh`), else None (a mismatch, answered 401).
         [token] = _credentials(request, "refresh_token")
-        valid = await users.refresh_token_valid(request.app.ctx.db, user_id, token)
-        return token if valid else None
+        successor = _new_refresh_token()
+        outcome = await users.rotate_refresh_token(
+            request.app.ctx.db, user_id, token, successor, self.refresh_ttl
+        )
+        if outcome is users.Rotation.REUSED:
+            log.warning(
+                "refresh token of user %s replayed: its login's tokens are revoked", user_id
+            )
+            raise NotAuthenticated(
+                "This refresh token was already used, so every token of its login is revoked; "
+                "log in again."
+            )
+        if outcome is not users.Rotation.ROTATED:
+            return None
+        request.ctx.next_refresh_token = successor
+        return token
 
-    async def add_claims(self, payload: dict[str, Any], *_: Any, **__: Any) -> dict[str, Any]:
+    async def add_claims(
+        self, payload: dict[str, Any], user: User, *_: Any, **__: Any
+    ) -> dict[str, Any]:
         # Replaces sanic-jwt's version, which uses the deprecated naive `datetime.utcnow()`.
         now = datetime.now(UTC)
-        payload.update(exp=now + timedelta(seconds=self.access_ttl), iat=now)
+        payload.update(
+            exp=now + timedelta(seconds=self.access_ttl),
+            iat=now,
+            **{VERSION_CLAIM: user.token_version},
+        )
         return payload
 
     async def _decode(
@@ -267,10 +347,16 @@ class ItemsAuthentication(Authentication):  # type: ignore[misc]
         # Every token sanic-jwt checks (/auth/me, /auth/refresh, /auth/verify) goes through
         # the same rules as `authorize`. The signature is always verified (PyJWT 2 ignores
         # sanic-jwt's `verify=False`); only /auth/refresh turns off the expiry check.
+        # Revoked tokens are refused here too (/auth/me, /auth/verify), except by
+        # /auth/refresh, which checks the account and the refresh token in the database.
         del verify, inline_claims
-        return decode_token(
-            token, self.secret, self.algorithm, verify_exp=bool(self.config.verify_exp())
-        )
+        refreshing = not self.config.verify_exp()
+        claims = decode_token(token, self.secret, self.algorithm, verify_exp=not refreshing)
+        if not refreshing:
+            if not self.revoked.fresh:
+                await self.revoked.poll_now()
+            check_not_revoked(self.revoked, claims)
+        return claims
 
 
 class ProblemResponses(Responses):  # type: ignore[misc]
@@ -287,7 +373,7 @@ class ProblemResponses(Responses):  # type: ignore[misc]
 
     @staticmethod
     def extend_refresh(request: Request, *_: Any, **__: Any) -> dict[str, Any]:
-        return _token_meta(request)
+        return {"refresh_token": request.ctx.next_refresh_token, **_token_meta(request)}
 
 
 def _token_meta(request: Request) -> dict[str, Any]:
@@ -297,7 +383,7 @@ def _token_meta(request: Request) -> dict[str, Any]:
 class LogoutEndpoint(BaseEndpoint):  # type: ignore[misc]
     @docs.logout
     async def post(self, request: Request, *_: Any, **__: Any) -> HTTPResponse:
-        """Revoke a refresh token (204 whether or not it was still valid)."""
+        """End a login: its refresh tokens are revoked (204 whether or not it was valid)."""
         [token] = _credentials(request, "refresh_token")
         await users.revoke_refresh_token(request.app.ctx.db, token)
         return empty(status=204)
@@ -342,11 +428,53 @@ def register(app: Sanic[Any, Any], settings: Settings) -> None:
     async def open_password_pool(app: Sanic[Any, Any]) -> None:
         app.ctx.auth.executor = ThreadPoolExecutor(PASSWORD_THREADS, "argon2")
 
+    @app.before_server_start
+    async def follow_token_revocations(app: Sanic[Any, Any]) -> None:
+        # Any token older than the access-token lifetime has expired: older changes are moot.
+        within = settings.ACCESS_TOKEN_TTL + LEEWAY_SECONDS + HISTORY_MARGIN
+        db = _Untraced(app.ctx.db)
+
+        async def poll() -> dict[int, int]:
+            return await users.token_versions_changed(db, within)
+
+        # Started here, so the first poll answers before the worker serves its first request.
+        app.ctx.auth_poller = asyncio.get_running_loop().create_task(
+            app.ctx.auth.revoked.follow(poll), name="token-revocations"
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + POLL_WAIT_AT_START
+        while not app.ctx.auth.revoked.fresh and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+
+    @app.after_server_stop
+    async def stop_token_revocations(app: Sanic[Any, Any]) -> None:
+        # Polling lasts through the drain (in-flight requests still check tokens) and stops
+        # before the pool closes (shutdown listeners run in reverse order of registration).
+        poller: asyncio.Task[None] | None = getattr(app.ctx, "auth_poller", None)
+        if poller is not None:
+            poller.cancel()
+            with suppress(asyncio.CancelledError):
+                await poller
+
     @app.after_server_stop
     async def close_password_pool(app: Sanic[Any, Any]) -> None:
         executor = app.ctx.auth.executor
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
+
+
+class _Untraced:
+    """The worker's database handle for its background polls: the same pool and turns, but
+    `Database.fetch` itself, not a `TracedDatabase`'s (a poll is no request: four root traces
+    a second per worker would bury the real ones)."""
+
+    __slots__ = ("db",)
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]:
+        return await Database.fetch(self.db, query, *args)
 
 
 @contextmanager

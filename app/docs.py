@@ -617,8 +617,8 @@ refresh_token = _operation(
     "auth",
     {
         "200": _response(
-            "A new access token (the refresh token stays valid).",
-            ACCESS_TOKEN_OUT,
+            "A new access token and a new refresh token; the refresh token sent stops working.",
+            TOKENS_OUT,
             required=_NO_STORE,
             optional=_RATE_LIMIT_HEADERS,
         ),
@@ -628,8 +628,10 @@ refresh_token = _operation(
     body={JSON: REFRESH_TOKEN_IN},
     secured=True,
     name="refresh_token",
-    summary="Exchange a refresh token for a new access token.",
-    description="The bearer token is the user's access token, which may have expired.",
+    summary="Exchange a refresh token for a new access token and refresh token.",
+    description="The bearer token is the user's access token, which may have expired. "
+    "A refresh token works once: presenting it again revokes every refresh token of its "
+    "login (log in again).",
 )
 me = _operation(
     "auth",
@@ -651,7 +653,7 @@ verify_token = _operation(
             "The token is valid.", VERIFIED_OUT, required=_NO_STORE, optional=_RATE_LIMIT_HEADERS
         ),
         "401": UNAUTHORIZED,
-        "429": TOO_MANY,
+        **_READ_ERRORS,  # 503: revocations cannot be checked (app/token_cache.py)
     },
     secured=True,
     name="verify_token",

@@ -18,6 +18,7 @@ from sanic_testing.testing import TestingResponse as Response
 from app import users
 from app.server import create_app
 from app.settings import load_settings
+from app.token_cache import MAX_AGE
 from tests.support import (
     ROOT,
     TEST_PASSWORD,
@@ -266,13 +267,34 @@ def _refresh(api: ReusableClient, tokens: dict[str, Any]) -> Response:
     return resp
 
 
-def test_refresh_gives_a_new_access_token(api: ReusableClient) -> None:
+def test_refresh_gives_a_new_access_token_and_a_new_refresh_token(api: ReusableClient) -> None:
     tokens = _tokens(api, WRITER)
     resp = _refresh(api, tokens)
     assert resp.status == 200, resp.text
     assert resp.headers["cache-control"] == "no-store"
+    assert set(resp.json) == {"access_token", "refresh_token", "token_type", "expires_in"}
+    assert resp.json["refresh_token"] != tokens["refresh_token"]
     _, write = api.post("/items", json=ITEM, headers=bearer(resp.json["access_token"]))
     assert write.status == 201
+    # The successor rotates in turn: a chain of refreshes works, one token at a time.
+    assert _refresh(api, resp.json).status == 200
+
+
+def test_a_refresh_token_used_twice_revokes_its_login(
+    api: ReusableClient, database_url: str
+) -> None:
+    tokens, other_login = _tokens(api, WRITER), _tokens(api, WRITER)
+    successor = _refresh(api, tokens).json
+    replay = _refresh(api, tokens)
+    body = _problem(replay, 401)
+    assert "already used" in body["detail"]
+    _challenge(replay)
+    # Every token of that login is gone (the successor too); the other login is untouched.
+    _problem(_refresh(api, successor), 401)
+    assert _refresh(api, other_login).status == 200
+    assert users.hash_token(successor["refresh_token"]) not in asyncio.run(
+        _fetch_hashes(database_url)
+    )
 
 
 def test_refresh_tokens_are_stored_hashed(api: ReusableClient, database_url: str) -> None:
@@ -311,6 +333,27 @@ def test_logout_revokes_the_refresh_token(api: ReusableClient) -> None:
     _problem(_refresh(api, tokens), 401)
 
 
+def test_logout_with_a_used_refresh_token_ends_its_whole_login(api: ReusableClient) -> None:
+    tokens = _tokens(api, WRITER)
+    successor = _refresh(api, tokens).json
+    _, resp = api.post("/auth/logout", json={"refresh_token": tokens["refresh_token"]})
+    assert resp.status == 204
+    _problem(_refresh(api, successor), 401)
+
+
+def _refused_soon(api: ReusableClient, token: str, path: str = "/items") -> Response:
+    """The first answer to `token` that is not a success, within the revocation bound."""
+    deadline = time.monotonic() + MAX_AGE + 2
+    while True:
+        if path == "/items":
+            _, resp = api.post(path, json=ITEM, headers=bearer(token))
+        else:
+            _, resp = api.get(path, headers=bearer(token))
+        if resp.status >= 400 or time.monotonic() > deadline:
+            return resp
+        time.sleep(0.05)
+
+
 def test_revoke_tokens_command_revokes_every_refresh_token_of_a_user(
     api: ReusableClient, database_url: str
 ) -> None:
@@ -326,6 +369,72 @@ def test_revoke_tokens_command_revokes_every_refresh_token_of_a_user(
     assert result.returncode == 0, result.stderr
     _problem(_refresh(api, first), 401)
     _problem(_refresh(api, second), 401)
+    # The access tokens too, and on the routes sanic-jwt serves.
+    for path in ("/auth/me", "/auth/verify"):
+        body = _problem(_refused_soon(api, first["access_token"], path), 401)
+        assert "revoked" in body["detail"]
+
+
+def test_disable_user_command_locks_the_user_out(api: ReusableClient, database_url: str) -> None:
+    username = "auth-cli-disabled"
+    asyncio.run(_create(database_url, username))
+    tokens = _tokens(api, username)
+    _, write = api.post("/items", json=ITEM, headers=bearer(tokens["access_token"]))
+    assert write.status == 201  # verified, and kept by the worker's token cache
+    _cli(database_url, "disable-user", username)
+    _problem(_refused_soon(api, tokens["access_token"]), 401)
+    _problem(_refresh(api, tokens), 401)
+    _problem(_login(api, username), 401)
+    _cli(database_url, "enable-user", username)
+    # Re-enabled: it logs in again, but the login from before stays ended.
+    _problem(_refresh(api, tokens), 401)
+    _, write = api.post("/items", json=ITEM, headers=bearer(_tokens(api, username)["access_token"]))
+    assert write.status == 201
+
+
+def test_set_scopes_command_lowers_a_users_scopes(api: ReusableClient, database_url: str) -> None:
+    username = "auth-cli-lowered"
+    asyncio.run(_create(database_url, username))
+    tokens = _tokens(api, username)
+    _cli(database_url, "set-scopes", username, "--scopes", "items:read")
+    # Tokens issued with the old scopes: 401 (refresh); the refreshed token: 403.
+    _problem(_refused_soon(api, tokens["access_token"]), 401)
+    refreshed = _refresh(api, tokens)
+    assert refreshed.status == 200, refreshed.text
+    _, write = api.post("/items", json=ITEM, headers=bearer(refreshed.json["access_token"]))
+    _problem(write, 403)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["disable-user", "nobody-here"], "no user 'nobody-here'"),
+        (["set-scopes", WRITER, "--scopes", "items:admin"], "scopes: unknown items:admin"),
+    ],
+)
+def test_user_commands_refuse_unknown_users_and_scopes(
+    database_url: str, accounts: None, args: list[str], message: str
+) -> None:
+    del accounts
+    result = _run_cli(database_url, *args)
+    assert result.returncode == 1
+    assert message in result.stderr
+
+
+def _run_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        cwd=ROOT,
+        env=_cli_env(database_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _cli(database_url: str, *args: str) -> None:
+    result = _run_cli(database_url, *args)
+    assert result.returncode == 0, result.stderr
 
 
 def test_a_disabled_user_cannot_refresh(api: ReusableClient, database_url: str) -> None:

@@ -50,6 +50,10 @@ def test_a_well_signed_token_gives_its_claims() -> None:
         pytest.param(jwt.encode(_claims(scopes=None), SECRET, "HS256"), id="no-scopes"),
         pytest.param(jwt.encode(_claims(iat=None), SECRET, "HS256"), id="no-iat"),
         pytest.param(jwt.encode(_claims(scopes="items:write"), SECRET, "HS256"), id="scopes-str"),
+        pytest.param(jwt.encode(_claims(user_id=[7]), SECRET, "HS256"), id="user-id-list"),
+        pytest.param(jwt.encode(_claims(user_id="7"), SECRET, "HS256"), id="user-id-str"),
+        pytest.param(jwt.encode(_claims(token_version=True), SECRET, "HS256"), id="version-bool"),
+        pytest.param(jwt.encode(_claims(token_version="1"), SECRET, "HS256"), id="version-str"),
         pytest.param("not.a.jwt", id="garbage"),
     ],
 )
