@@ -42,7 +42,22 @@ def test_if_match_lists_the_strong_versions(header: str, versions: list[int]) ->
 
 @pytest.mark.parametrize(
     "header",
-    ['W/"v1"', '"1"', "v1", '"abc"', '"v2147483648"', '"v99999999999"', "", '"v-1"', '"V1"'],
+    [
+        'W/"v1"',
+        '"1"',
+        "v1",
+        '"abc"',
+        '"v2147483648"',
+        '"v99999999999"',
+        "",
+        '"v-1"',
+        '"V1"',
+        '"v01"',
+        '"v\u0661"',
+        '"v\uff11"',
+        '\u3000"v1"',
+        '"v1"\x0b',
+    ],
     ids=[
         "weak",
         "no-v",
@@ -53,6 +68,11 @@ def test_if_match_lists_the_strong_versions(header: str, versions: list[int]) ->
         "empty",
         "negative",
         "upper",
+        "leading-zero",
+        "arabic-digit",
+        "fullwidth-digit",
+        "unicode-space",
+        "vertical-tab",
     ],
 )
 def test_if_match_never_matches_weak_or_foreign_tags(header: str) -> None:
@@ -77,6 +97,6 @@ def test_if_none_match_holding_the_version_matches(header: str) -> None:
     assert none_match(header, 3) is True
 
 
-@pytest.mark.parametrize("header", ['"v2"', 'W/"v4"', '"3"', '"abc"', ""])
+@pytest.mark.parametrize("header", ['"v2"', 'W/"v4"', '"3"', '"abc"', "", '"v03"', '"v\u0663"'])
 def test_if_none_match_without_the_version_does_not_match(header: str) -> None:
     assert none_match(header, 3) is False

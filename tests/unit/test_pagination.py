@@ -191,17 +191,44 @@ def test_q_too_long_or_with_nul_is_refused(q: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["min_price", "max_price"])
-@pytest.mark.parametrize("value", ["0", "1.5", "9999999999.99"])
+@pytest.mark.parametrize("value", ["0", "1.5", "9999999999.99", "1e2", "25E-1"])
 def test_price_bound_is_parsed_exactly(name: str, value: str) -> None:
     assert getattr(parse_list_query({name: [value]}), name) == Decimal(value)
 
 
 @pytest.mark.parametrize("name", ["min_price", "max_price"])
-@pytest.mark.parametrize("value", ["abc", "", "NaN", "Infinity", "-0.01", "10000000000", "1,5"])
+@pytest.mark.parametrize(
+    "value",
+    ["abc", "", "NaN", "Infinity", "-0.01", "10000000000", "1,5", "1e99999999999999999999"],
+)
 def test_price_bound_that_is_not_a_price_is_refused(name: str, value: str) -> None:
     with pytest.raises(QueryError) as caught:
         parse_list_query({name: [value]})
     assert fields(caught.value) == [name]
+
+
+@pytest.mark.parametrize("name", ["min_price", "max_price"])
+@pytest.mark.parametrize(
+    "value",
+    [" 1", "1 ", "1_0", "+1", "01", ".5", "1.", "\u0661", "\uff11", "0x1"],
+    ids=[
+        "space",
+        "trailing",
+        "underscore",
+        "plus",
+        "leading-0",
+        "no-int",
+        "no-frac",
+        "arabic",
+        "fullwidth",
+        "hex",
+    ],
+)
+def test_price_bound_is_a_json_number_only(name: str, value: str) -> None:
+    # Decimal() takes all of these; a query's number follows JSON's grammar, in ASCII.
+    with pytest.raises(QueryError) as caught:
+        parse_list_query({name: [value]})
+    assert caught.value.errors == [{"field": name, "message": "must be a number"}]
 
 
 def test_min_price_above_max_price_is_refused() -> None:
