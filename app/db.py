@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +15,7 @@ import tortoise.context
 from tortoise import Tortoise
 from tortoise.backends.base.config_generator import expand_db_url
 
-from app.pool import Database, TracedDatabase
+from app.pool import Database, TerminatingConnection, TracedDatabase
 from app.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -57,6 +60,9 @@ def tortoise_config(settings: Settings, *, pool: bool = True) -> dict[str, Any]:
             timeout=settings.DB_CONNECT_TIMEOUT,
             command_timeout=settings.DB_COMMAND_TIMEOUT,
             reset=keep_session,
+            connection_class=TerminatingConnection,
+            # Names the pool's size to other replicas' start-up check (`check_capacity`).
+            application_name=pool_application_name(settings),
         )
     else:
         credentials.update(minsize=1, maxsize=1, timeout=settings.DB_CONNECT_TIMEOUT)
@@ -103,9 +109,11 @@ def register(app: Sanic[Any, Any]) -> None:
         app.ctx.pool = client._pool
         tracer = getattr(app, "tracer", None)
         app.ctx.db = (
-            TracedDatabase(app.ctx.pool, settings.DB_ACQUIRE_TIMEOUT, tracer)
+            TracedDatabase(
+                app.ctx.pool, settings.DB_ACQUIRE_TIMEOUT, tracer, settings.DB_COMMAND_TIMEOUT
+            )
             if tracer is not None
-            else Database(app.ctx.pool, settings.DB_ACQUIRE_TIMEOUT)
+            else Database(app.ctx.pool, settings.DB_ACQUIRE_TIMEOUT, settings.DB_COMMAND_TIMEOUT)
         )
 
     @app.after_server_stop
@@ -139,8 +147,76 @@ async def connect_direct(settings: Settings) -> asyncpg.Connection:
     )
 
 
+# Each worker's pool connections carry its pool's size in their application_name, so that a
+# replica starting up can count other replicas' pools (on the same database) at what they may
+# grow to, not at the few connections they happen to hold now.
+POOL_APPLICATION_PREFIX = "items-pool max="
+SQL_CLIENTS = """
+SELECT application_name, client_addr::text, datname = current_database(), count(*)
+FROM pg_stat_activity
+WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+GROUP BY 1, 2, 3
+"""
+
+
+def pool_application_name(settings: Settings) -> str:
+    """`items-pool max=<DB_POOL_MAX> <pid>@<host>`: unique per worker, within PostgreSQL's
+    63 characters."""
+    return f"{POOL_APPLICATION_PREFIX}{settings.DB_POOL_MAX} {os.getpid()}@{socket.gethostname()}"[
+        :63
+    ]
+
+
+def _pool_claim(application_name: str | None) -> int | None:
+    """The DB_POOL_MAX a pool connection's application_name declares, if it is one of ours."""
+    if not application_name or not application_name.startswith(POOL_APPLICATION_PREFIX):
+        return None
+    size = application_name[len(POOL_APPLICATION_PREFIX) :].split(" ", 1)[0]
+    return int(size) if size.isdigit() else None
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """The start-up arithmetic of `check_capacity`."""
+
+    available: int  # max_connections minus the reserved slots
+    needed: int  # this replica: WORKERS x (DB_POOL_MAX + its LISTEN connection)
+    other_pools: int  # other replicas' worker pools on this database, each at its maximum
+    pool_count: int  # how many such pools
+    other_clients: int  # every other client connection, as many as are open now
+
+    @property
+    def left(self) -> int:
+        return self.available - self.needed - self.other_pools - self.other_clients
+
+
+Clients = list[tuple[str | None, str | None, bool, int]]
+
+
+def count_capacity(available: int, needed: int, clients: Clients, pgbouncer: bool) -> Capacity:
+    """Add up what others hold: a replica's pool (by its application_name, on this database)
+    at the larger of its declared size and what it has open, anything else at what it has
+    open. Behind PgBouncer the server connections carry whichever client last used them, so
+    they count as they are."""
+    other_pools = pool_count = other_clients = 0
+    for application_name, _client, same_database, connections in clients:
+        claim = _pool_claim(application_name) if same_database and not pgbouncer else None
+        if claim is None:
+            other_clients += connections
+        else:
+            other_pools += max(claim, connections)
+            pool_count += 1
+    return Capacity(available, needed, other_pools, pool_count, other_clients)
+
+
 async def check_capacity(settings: Settings) -> None:
-    """Refuse to start when every worker's full pool cannot fit in `max_connections`."""
+    """Refuse to start when this replica's pools, at their full size, do not fit beside what
+    other clients hold now (other replicas' pools counted at their full size).
+
+    Not counted: a replica that has not started yet (the sum over every replica at its
+    maximum is the operator's, docs/scaling.md), and a pool with DB_POOL_MIN=0 that has no
+    connection open.
+    """
     try:
         conn = await connect_direct(settings)
     except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
@@ -150,10 +226,9 @@ async def check_capacity(settings: Settings) -> None:
         reserved = int(await conn.fetchval("SHOW superuser_reserved_connections"))
         if await conn.fetchval("SELECT 1 FROM pg_settings WHERE name = 'reserved_connections'"):
             reserved += int(await conn.fetchval("SHOW reserved_connections"))
-        in_use = int(await conn.fetchval("SELECT count(*) FROM pg_stat_activity"))
+        clients = [(r[0], r[1], bool(r[2]), int(r[3])) for r in await conn.fetch(SQL_CLIENTS)]
     finally:
         await conn.close()
-    available = max_connections - reserved
     # Each worker's pool, plus its cache's LISTEN connection when the cache is on.
     listen = 1 if settings.CACHE_ENABLED else 0
     needed = settings.WORKERS * (settings.DB_POOL_MAX + listen)
@@ -166,20 +241,32 @@ async def check_capacity(settings: Settings) -> None:
             settings.WORKERS,
             settings.DB_POOL_MAX,
         )
-    if needed > available:
+    capacity = count_capacity(max_connections - reserved, needed, clients, settings.DB_PGBOUNCER)
+    shares = (
+        f"this replica needs {needed} ({settings.WORKERS} workers x "
+        + (
+            f"{listen} listen"
+            if settings.DB_PGBOUNCER
+            else f"({settings.DB_POOL_MAX} pool + {listen} listen)"
+        )
+        + f"); others hold {capacity.other_pools + capacity.other_clients} "
+        f"({capacity.pool_count} worker pools on this database at their DB_POOL_MAX: "
+        f"{capacity.other_pools}; other connections open now: {capacity.other_clients})"
+    )
+    limit = (
+        f"the database allows {capacity.available} "
+        f"(max_connections {max_connections} - {reserved} reserved)"
+    )
+    if capacity.left < 0:
         raise SettingsError(
-            f"DB_POOL_MAX: {settings.WORKERS} workers x ({settings.DB_POOL_MAX} pool + {listen} "
-            f"listen) connections = "
-            f"{needed}, but the database allows {available} "
-            f"(max_connections {max_connections} - {reserved} reserved); "
-            "lower WORKERS or DB_POOL_MAX, or raise max_connections"
+            f"DB_POOL_MAX: {shares}, but {limit}; lower WORKERS or DB_POOL_MAX, run fewer "
+            "replicas, or raise max_connections"
         )
     log.info(
-        "database capacity: %d of %d connections for %d workers (%d in use now)",
-        needed,
-        available,
-        settings.WORKERS,
-        in_use,
+        "database capacity: %s; %s, %d left (replicas not started yet are not counted)",
+        shares,
+        limit,
+        capacity.left,
     )
 
 

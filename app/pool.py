@@ -8,21 +8,104 @@ an `asyncio.Queue`, which is not fair: a released connection wakes the longest w
 request that arrives before that waiter runs takes the connection, and the waiter goes to the
 back of the line. Under load (64 connections on a pool of 10 per worker) some requests lost
 that race again and again: server-side p50 5.5 ms, p99 57 ms on GET /items/{id}, where a pool
-large enough never to wait gave a p99 of 21 ms (issue 9). `Turns` (one turn per pool
+large enough never to wait gave a p99 of 21 ms. `Turns` (one turn per pool
 connection, handed out in arrival order) now decides who goes next; the pool's queue behind it
 then has a free connection for every turn holder.
+
+Every wait has one deadline. A call waits at most DB_ACQUIRE_TIMEOUT for a connection (the
+turn, then the pool, reconnecting included), and the statement gets what is left of
+DB_COMMAND_TIMEOUT after that wait, so a whole call ends within DB_COMMAND_TIMEOUT. A
+statement that times out, or whose caller is cancelled, ends its connection
+(`TerminatingConnection`) instead of waiting on a server that may never answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
+from asyncpg import connect_utils
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
+
+log = logging.getLogger("app.pool")
+
+# Cancel requests sent after a connection was ended, kept until done (a task nobody
+# references may be collected mid-flight).
+_cancels: set[asyncio.Task[None]] = set()
+
+
+class TerminatingConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A pool connection that ends itself when a statement overruns its timeout or its caller
+    is cancelled.
+
+    asyncpg's own answer is a CancelRequest on a second connection, after which the
+    connection waits, up to command_timeout again, for the server to acknowledge it: its
+    release does, and so does every later statement on it (a transaction's ROLLBACK too).
+    Against a hung server, one that accepts but never answers, that doubled the time to a
+    503, and readiness took its own timeout plus command_timeout
+    (tests/server/test_outage.py). Ending the connection frees the caller at once; the pool
+    opens a new one when it is next needed. The CancelRequest still goes out, in the
+    background, so a server that is only slow stops the statement instead of running it for
+    nobody.
+    """
+
+    # Set once a statement was abandoned: the connection ends without going back to the pool.
+    ending = False
+
+    def _cancel_current_command(
+        self, waiter: asyncio.Future[None], cancel_waiter: asyncio.Future[None] | None = None
+    ) -> None:
+        del waiter, cancel_waiter  # completed when the connection ends (protocol.abort)
+        protocol = self._protocol
+        self.ending = True
+        # Ended on the next loop step: asyncpg's timeout callback, which called this, has yet
+        # to give the caller its TimeoutError (ending it now would replace that with
+        # "connection was closed in the middle of operation"). `Database.release` may end it
+        # sooner.
+        self._loop.call_soon(self._end)
+        cancel = self._loop.create_task(
+            _send_cancel(
+                self._loop,
+                self._addr,
+                self._params,
+                protocol.backend_pid,
+                protocol.backend_secret,
+                self._config.command_timeout,
+            )
+        )
+        _cancels.add(cancel)
+        cancel.add_done_callback(_cancels.discard)
+
+    def _end(self) -> None:
+        if not self.is_closed():
+            self.terminate()
+
+
+async def _send_cancel(
+    loop: asyncio.AbstractEventLoop,
+    addr: Any,
+    params: Any,
+    backend_pid: int,
+    backend_secret: int,
+    timeout: float | None,
+) -> None:
+    """Ask the server to stop a statement whose connection was ended; best effort, bounded."""
+    try:
+        async with asyncio.timeout(timeout or 5.0):
+            await connect_utils._cancel(  # noqa: SLF001 (asyncpg's own cancel request)
+                loop=loop,
+                addr=addr,
+                params=params,
+                backend_pid=backend_pid,
+                backend_secret=backend_secret,
+            )
+    except (OSError, TimeoutError) as exc:
+        log.debug("cancel request for backend %d not delivered: %r", backend_pid, exc)
 
 
 class Turns:
@@ -101,11 +184,15 @@ class Turns:
 class Database:
     """`fetch` / `fetchrow` / `fetchval` / `execute` on a pool connection held for one call."""
 
-    __slots__ = ("acquire_timeout", "pool", "turns")
+    __slots__ = ("acquire_timeout", "command_timeout", "pool", "turns")
 
-    def __init__(self, pool: asyncpg.Pool, acquire_timeout: float) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, acquire_timeout: float, command_timeout: float | None = None
+    ) -> None:
         self.pool = pool
         self.acquire_timeout = acquire_timeout
+        # The statement's budget after a wait for a connection; None: the pool's own timeout.
+        self.command_timeout = command_timeout
         self.turns = Turns(pool.get_max_size(), acquire_timeout)
 
     @property
@@ -116,52 +203,78 @@ class Database:
     async def acquire(self) -> asyncpg.Connection:
         """A pool connection within `acquire_timeout`, else TimeoutError; give it back with
         `release`."""
-        deadline = await self.turns.acquire()
+        return (await self._acquire())[0]
+
+    async def _acquire(self) -> tuple[asyncpg.Connection, float | None]:
+        """A connection, and the deadline its turn's wait ran to (None: there was no wait)."""
+        waited_until = await self.turns.acquire()
+        deadline = waited_until
+        if deadline is None:
+            deadline = asyncio.get_running_loop().time() + self.acquire_timeout
         try:
-            if self.pool.get_idle_size():
-                # No timer: asyncpg's acquire(timeout=) makes a task, asyncio.timeout a timer.
-                return await self.pool.acquire()
-            # A turn but no idle connection: the ORM's own queries (which do not take turns)
-            # hold some, or one is being reopened. Bounded by what is left of the same wait.
-            if deadline is None:
-                deadline = asyncio.get_running_loop().time() + self.acquire_timeout
+            # The same deadline as the turn's: with a turn there is a pool connection for it,
+            # but it may have to be opened first (its last one ended), or be held by the
+            # ORM's own queries (which take no turn), and a connect to a hung server never
+            # returns by itself.
             async with asyncio.timeout_at(deadline):
-                return await self.pool.acquire()
+                return await self.pool.acquire(), waited_until
         except BaseException:
             self.turns.release()
             raise
 
+    def _statement_timeout(self, waited_until: float | None) -> float | None:
+        """What is left of `command_timeout` after the wait for a connection."""
+        if waited_until is None or self.command_timeout is None:
+            return None  # no wait: the pool connection's own command_timeout
+        waited = asyncio.get_running_loop().time() - (waited_until - self.acquire_timeout)
+        left = self.command_timeout - waited
+        if left <= 0:
+            raise TimeoutError("the wait for a database connection used the statement's time")
+        return left
+
     async def release(self, conn: asyncpg.Connection) -> None:
         try:
+            connection = conn._con  # noqa: SLF001 (the pool proxy's; None once given back)
+            if connection is None:
+                return  # it ended itself, which gave its pool slot back
+            if getattr(connection, "ending", False):  # a TerminatingConnection's
+                # Ended here, before asyncpg's release (a task of its own) could run after
+                # the end and find its slot already given back.
+                connection.terminate()
+                return
             await self.pool.release(conn)
         finally:
             self.turns.release()
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
-        conn = await self.acquire()
+        conn, waited_until = await self._acquire()
         try:
-            return await conn.fetch(query, *args)  # type: ignore[no-any-return]
+            timeout = self._statement_timeout(waited_until)
+            return await conn.fetch(query, *args, timeout=timeout)  # type: ignore[no-any-return]
         finally:
             await self.release(conn)
 
     async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
-        conn = await self.acquire()
+        conn, waited_until = await self._acquire()
         try:
-            return await conn.fetchrow(query, *args)
+            timeout = self._statement_timeout(waited_until)
+            return await conn.fetchrow(query, *args, timeout=timeout)
         finally:
             await self.release(conn)
 
     async def fetchval(self, query: str, *args: Any) -> Any:
-        conn = await self.acquire()
+        conn, waited_until = await self._acquire()
         try:
-            return await conn.fetchval(query, *args)
+            timeout = self._statement_timeout(waited_until)
+            return await conn.fetchval(query, *args, timeout=timeout)
         finally:
             await self.release(conn)
 
     async def execute(self, query: str, *args: Any) -> str:
-        conn = await self.acquire()
+        conn, waited_until = await self._acquire()
         try:
-            return await conn.execute(query, *args)  # type: ignore[no-any-return]
+            timeout = self._statement_timeout(waited_until)
+            return await conn.execute(query, *args, timeout=timeout)  # type: ignore[no-any-return]
         finally:
             await self.release(conn)
 
@@ -171,8 +284,14 @@ class TracedDatabase(Database):
 
     __slots__ = ("tracer",)
 
-    def __init__(self, pool: asyncpg.Pool, acquire_timeout: float, tracer: Tracer) -> None:
-        super().__init__(pool, acquire_timeout)
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        acquire_timeout: float,
+        tracer: Tracer,
+        command_timeout: float | None = None,
+    ) -> None:
+        super().__init__(pool, acquire_timeout, command_timeout)
         self.tracer = tracer
 
     def _span(self, operation: str, query: str) -> Any:

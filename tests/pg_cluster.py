@@ -7,12 +7,16 @@ system PostgreSQL. PostgreSQL refuses to run as root; as root the cluster runs a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from tests.support import free_port
 
@@ -78,7 +82,27 @@ class ThrowawayCluster:
     def stop(self, mode: str = "fast") -> None:
         self._command("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
 
+    def _processes(self) -> list[psutil.Process]:
+        """The postmaster first, then every process it started (backends, checkpointer...)."""
+        pid = int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
+        postmaster = psutil.Process(pid)
+        return [postmaster, *postmaster.children(recursive=True)]
+
+    def freeze(self) -> None:
+        """SIGSTOP the whole cluster: a hung server (stuck disk, partition), not a refusing one.
+
+        The kernel still completes TCP handshakes into the listen backlog, so connects hang
+        rather than fail, and open connections stay up with nobody answering."""
+        for process in self._processes():
+            process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for process in self._processes():
+            process.send_signal(signal.SIGCONT)
+
     def destroy(self) -> None:
+        with contextlib.suppress(OSError, ValueError, psutil.Error):
+            self.thaw()  # a stopped postmaster cannot stop
         try:
             self.stop("immediate")
         except subprocess.CalledProcessError:
