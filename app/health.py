@@ -22,6 +22,8 @@ from app.tls import NOT_AFTER_ENV
 bp = Blueprint("health", url_prefix="/health")
 
 READY_DB_TIMEOUT = 1.0
+# How old a readiness result may be when it is served again (see `Readiness`).
+READY_MAX_AGE = 1.0
 SQL_APPLIED = "SELECT version FROM aerich WHERE app = $1"
 
 
@@ -41,13 +43,14 @@ async def readiness(request: Request) -> HTTPResponse:
     """Readiness: database, migrations, TLS certificate, Redis; 503 when one fails or draining."""
     ctx = request.app.ctx
     settings: Settings = ctx.settings
-    checks: dict[str, dict[str, Any]] = {}
-    checks["database"], applied = await _check_database(ctx.db)
-    checks["migrations"] = _check_migrations(applied)
+    readiness: Readiness = ctx.readiness
+    if ctx.draining:
+        # At once: a load balancer must see the drain now, not after a dependency check.
+        checks = dict(readiness.last or {})
+    else:
+        checks = dict(await readiness.dependencies(ctx.db, settings))
     if settings.tls_enabled:
         checks["tls"] = _check_tls(settings.tls_cert, settings.TLS_WARN_DAYS)
-    if settings.REDIS_URL:
-        checks["redis"] = await _check_redis(settings.REDIS_URL)
     if ctx.item_cache is not None:
         # Warn-only: without its invalidation stream the cache just serves nothing.
         listening = ctx.item_cache.listening
@@ -65,6 +68,54 @@ async def readiness(request: Request) -> HTTPResponse:
         content_type="application/json",
         headers=None if ready else {"Retry-After": "2"},
     )
+
+
+Checks = dict[str, dict[str, Any]]
+
+
+class Readiness:
+    """One worker's checks that do I/O (database, migrations, Redis), shared by every probe
+    for up to READY_MAX_AGE.
+
+    Readiness is exempt from rate limits, so each probe running its own query would let a
+    flood of them take the pool's turns from real requests. At most one check runs at a time;
+    probes that come while it runs wait for it, and a result is reused until it is
+    READY_MAX_AGE old (counted from when its check began), which is as fresh as a load
+    balancer polling every second sees anyway. tests/server/test_outage.py counts the checks
+    in the database's statement log under a flood.
+    """
+
+    __slots__ = ("checked_at", "last", "running")
+
+    def __init__(self) -> None:
+        self.last: Checks | None = None
+        self.checked_at = -READY_MAX_AGE
+        self.running: asyncio.Task[Checks] | None = None
+
+    async def dependencies(self, db: Database | None, settings: Settings) -> Checks:
+        loop = asyncio.get_running_loop()
+        if self.last is not None and loop.time() - self.checked_at < READY_MAX_AGE:
+            return self.last
+        if self.running is None:
+            self.running = loop.create_task(self._check(db, settings, loop.time()))
+        # Shielded: a probe whose client went away must not cancel the others' check. The
+        # check itself ends within READY_DB_TIMEOUT.
+        return await asyncio.shield(self.running)
+
+    async def _check(self, db: Database | None, settings: Settings, started: float) -> Checks:
+        try:
+            checks: Checks = {}
+            if settings.REDIS_URL:
+                (checks["database"], applied), checks["redis"] = await asyncio.gather(
+                    _check_database(db), _check_redis(settings.REDIS_URL)
+                )
+            else:
+                checks["database"], applied = await _check_database(db)
+            checks["migrations"] = _check_migrations(applied)
+            self.last, self.checked_at = checks, started
+            return checks
+        finally:
+            self.running = None
 
 
 async def _check_database(db: Database | None) -> tuple[dict[str, Any], set[str] | None]:

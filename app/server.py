@@ -55,6 +55,8 @@ class AppContext:
     # Traffic control (app/ratelimit.py, app/cache.py, app/idempotency.py); None when off.
     limiter: ratelimit.Limiter | None = None
     item_cache: cache.ItemCache | None = None
+    # The worker's last readiness result, shared by every probe for a second (app/health.py).
+    readiness: health.Readiness = field(default_factory=health.Readiness)
 
 
 ItemsApp = ObservedSanic[AppContext]
