@@ -1,21 +1,52 @@
-"""`Turns` (app/pool.py): who gets the next pool connection, and for how long one may wait.
+"""`Turns` and `Database` (app/pool.py): who gets the next pool connection, and for how long
+one may wait.
 
-The last test runs a real asyncpg pool through `Database`; the rest drive `Turns` alone.
+The first tests drive `Turns` alone, the rest run a real asyncpg pool through `Database`. Every
+await is bounded (`bounded`): a deadline that is never armed fails a test in seconds instead of
+hanging the run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
+from collections.abc import Awaitable, Iterator
+from typing import TypeVar
 
 import asyncpg
 import pytest
 
 from app.pool import Database, Turns
 
+T = TypeVar("T")
+# Far above every wait these tests expect, far below a hung run.
+BOUND = 3.0
+
+
+async def bounded(awaitable: Awaitable[T], seconds: float = BOUND) -> T:
+    """`awaitable`'s result or exception, failing the test if it is still waiting after
+    `seconds` (distinct from a TimeoutError the code under test raises)."""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        pytest.fail(f"still waiting after {seconds} s: a deadline was never armed")
+    return task.result()
+
 
 async def _settle() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """A DSN whose server accepts TCP connections and never answers (a hung PostgreSQL: the
+    kernel completes the handshake into the listen backlog)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield f"postgres://postgres@127.0.0.1:{listener.getsockname()[1]}/postgres"
 
 
 def test_turns_go_in_arrival_order_and_a_newcomer_cannot_overtake() -> None:
@@ -27,7 +58,7 @@ def test_turns_go_in_arrival_order_and_a_newcomer_cannot_overtake() -> None:
             await turns.acquire()
             granted.append(name)
 
-        await turns.acquire()  # held by the test
+        await bounded(turns.acquire())  # held by the test
         waiters = [asyncio.create_task(take(name)) for name in "abc"]
         await _settle()
         assert turns.waiting == 3
@@ -38,7 +69,7 @@ def test_turns_go_in_arrival_order_and_a_newcomer_cannot_overtake() -> None:
         for _ in range(3):
             turns.release()
             await _settle()
-        await asyncio.gather(*waiters, late)
+        await bounded(asyncio.gather(*waiters, late))
         assert turns.free == 0 and turns.waiting == 0
         turns.release()
         assert turns.free == 1
@@ -51,21 +82,21 @@ def test_a_waiter_gives_up_after_the_timeout_and_no_turn_is_lost() -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
         turns = Turns(1, timeout=0.05)
-        await turns.acquire()
+        await bounded(turns.acquire())
         started = loop.time()
         first = asyncio.create_task(turns.acquire())
         await asyncio.sleep(0.02)
         second = asyncio.create_task(turns.acquire())  # its own deadline, 20 ms later
         with pytest.raises(TimeoutError):
-            await first
+            await bounded(first)
         assert 0.045 <= loop.time() - started < 0.5
         assert not second.done()
         with pytest.raises(TimeoutError):
-            await second
+            await bounded(second)
         assert turns.waiting == 0 and turns.timer is None
         turns.release()
         assert turns.free == 1
-        await asyncio.wait_for(turns.acquire(), 0.01)  # at once: nothing is queued
+        await bounded(turns.acquire(), 0.01)  # at once: nothing is queued
 
     asyncio.run(scenario())
 
@@ -73,7 +104,7 @@ def test_a_waiter_gives_up_after_the_timeout_and_no_turn_is_lost() -> None:
 def test_a_cancelled_waiter_leaves_the_line() -> None:
     async def scenario() -> None:
         turns = Turns(1, timeout=5)
-        await turns.acquire()
+        await bounded(turns.acquire())
         gone = asyncio.create_task(turns.acquire())
         next_in_line = asyncio.create_task(turns.acquire())
         await _settle()
@@ -81,7 +112,7 @@ def test_a_cancelled_waiter_leaves_the_line() -> None:
         await _settle()
         assert turns.waiting == 1
         turns.release()
-        await asyncio.wait_for(next_in_line, 1)
+        await bounded(next_in_line, 1)
         turns.release()
         assert turns.free == 1 and turns.waiting == 0
 
@@ -91,13 +122,13 @@ def test_a_cancelled_waiter_leaves_the_line() -> None:
 def test_a_turn_handed_to_a_waiter_cancelled_before_it_ran_is_passed_on() -> None:
     async def scenario() -> None:
         turns = Turns(1, timeout=5)
-        await turns.acquire()
+        await bounded(turns.acquire())
         unlucky = asyncio.create_task(turns.acquire())
         next_in_line = asyncio.create_task(turns.acquire())
         await _settle()
         turns.release()  # the turn is unlucky's now...
         unlucky.cancel()  # ...but its task is cancelled before it resumes
-        await asyncio.wait_for(next_in_line, 1)
+        await bounded(next_in_line, 1)
         assert unlucky.cancelled()
         turns.release()
         assert turns.free == 1 and turns.waiting == 0
@@ -117,7 +148,7 @@ def test_connections_are_handed_out_in_arrival_order(database_url: str) -> None:
     free, a harmless swap that failed this test under load.)"""
 
     async def scenario() -> tuple[list[int], list[int]]:
-        pool = await asyncpg.create_pool(database_url, min_size=3, max_size=3)
+        pool = await bounded(asyncpg.create_pool(database_url, min_size=3, max_size=3))
         db = Database(pool, acquire_timeout=10)
         started: list[int] = []
         try:
@@ -139,11 +170,11 @@ def test_connections_are_handed_out_in_arrival_order(database_url: str) -> None:
                 await asyncio.gather(*tasks)
                 return order
 
-            order = await arrivals()
+            order = await bounded(arrivals(), 10)
             assert pool.get_idle_size() == 3 and db.waiting == 0
             return order, started
         finally:
-            await pool.close()
+            await bounded(pool.close())
 
     order, started = asyncio.run(scenario())
     assert started == order
@@ -155,21 +186,98 @@ def test_the_whole_wait_for_a_connection_is_bounded_once(database_url: str) -> N
 
     async def scenario() -> float:
         loop = asyncio.get_running_loop()
-        pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+        pool = await bounded(asyncpg.create_pool(database_url, min_size=1, max_size=1))
         db = Database(pool, acquire_timeout=0.4)
-        held = await pool.acquire()  # taken outside `Database`, as the ORM's queries are
+        held = await bounded(pool.acquire())  # taken outside `Database`, as the ORM's are
         try:
             first = asyncio.create_task(db.acquire())  # the turn, then 0.4 s on the pool
             await asyncio.sleep(0.1)
             started = loop.time()
             with pytest.raises(TimeoutError):
-                await db.acquire()  # 0.3 s for a turn, then what is left: nothing
+                await bounded(db.acquire())  # 0.3 s for a turn, then what is left: nothing
             elapsed = loop.time() - started
             with pytest.raises(TimeoutError):
-                await first
+                await bounded(first)
             return elapsed
         finally:
-            await pool.release(held)
-            await pool.close()
+            await bounded(pool.release(held))
+            await bounded(pool.close())
 
     assert asyncio.run(scenario()) < 0.55
+
+
+def test_a_caller_queued_behind_a_held_turn_gets_its_timeout_well_within_a_second(
+    database_url: str,
+) -> None:
+    """A pool of one whose only turn is held (by a `Database` caller, as a slow request holds
+    it): the next caller queues for the turn and must give up at `acquire_timeout`."""
+
+    async def scenario() -> float:
+        loop = asyncio.get_running_loop()
+        pool = await bounded(asyncpg.create_pool(database_url, min_size=1, max_size=1))
+        db = Database(pool, acquire_timeout=0.2)
+        try:
+            held = await bounded(db.acquire())
+            try:
+                started = loop.time()
+                with pytest.raises(TimeoutError):
+                    await bounded(db.fetchval("SELECT 1"))
+                elapsed = loop.time() - started
+                assert db.waiting == 0
+            finally:
+                await bounded(db.release(held))
+            assert await bounded(db.fetchval("SELECT 1")) == 1  # the turn came back
+            return elapsed
+        finally:
+            await bounded(pool.close())
+
+    assert asyncio.run(scenario()) < 0.8
+
+
+def test_a_turn_whose_idle_connection_must_reconnect_waits_only_the_acquire_timeout(
+    database_url: str, black_hole: str
+) -> None:
+    """The pool counts a connection idle, but handing it out means opening a new one first
+    (here: the pool's connections expired, and the server now never answers). That connect
+    is bounded by the same deadline as the turn, not by the connect timeout (30 s here)."""
+
+    async def scenario() -> float:
+        loop = asyncio.get_running_loop()
+        pool = await bounded(asyncpg.create_pool(database_url, min_size=1, max_size=1))
+        db = Database(pool, acquire_timeout=0.2)
+        try:
+            assert pool.get_idle_size() == 1
+            pool.set_connect_args(black_hole, timeout=30)
+            await bounded(pool.expire_connections())
+            assert pool.get_idle_size() == 1  # still looks ready to hand out
+            started = loop.time()
+            with pytest.raises(TimeoutError):
+                await bounded(db.fetchval("SELECT 1"))
+            return loop.time() - started
+        finally:
+            pool.terminate()
+
+    assert asyncio.run(scenario()) < 0.8
+
+
+def test_a_statement_after_a_wait_gets_what_is_left_of_the_command_timeout(
+    database_url: str,
+) -> None:
+    """Wait and statement together stay within `command_timeout`: 0.4 s in the line leaves a
+    statement 0.6 s of 1 s."""
+
+    async def scenario() -> float:
+        loop = asyncio.get_running_loop()
+        pool = await bounded(asyncpg.create_pool(database_url, min_size=1, max_size=1))
+        db = Database(pool, acquire_timeout=0.5, command_timeout=1.0)
+        try:
+            held = await bounded(db.acquire())
+            loop.call_later(0.4, lambda: asyncio.ensure_future(db.release(held)))
+            started = loop.time()
+            with pytest.raises(TimeoutError):
+                await bounded(db.fetchval("SELECT pg_sleep(5)"))
+            return loop.time() - started
+        finally:
+            pool.terminate()
+
+    assert 0.9 <= asyncio.run(scenario()) < 1.4
