@@ -1,8 +1,10 @@
 """With every pool connection taken, auth and idempotent writes answer 503 fast, then recover.
 
 The app gets a pool of one connection, and the test holds it (acquired on the server's own
-event loop), as a burst of slow requests or a wedged database would. Requests that need a
-connection must give up after DB_ACQUIRE_TIMEOUT instead of queueing for it without bound.
+event loop), as a burst of slow requests or a wedged database would: through the app's
+`Database`, which takes its one turn, so requests queue for the turn; or straight from the pool,
+as the ORM's queries do, which leaves the turn free and the connection not. Either way requests
+that need a connection must give up after DB_ACQUIRE_TIMEOUT instead of waiting without bound.
 """
 
 from __future__ import annotations
@@ -74,10 +76,12 @@ def _timed(client: ReusableClient, method: str, path: str, **kwargs: Any) -> tup
     return response, time.monotonic() - started
 
 
+@pytest.mark.parametrize("holder", ["a request's turn", "the ORM, outside the turns"])
 def test_auth_and_idempotent_writes_answer_503_fast_while_the_pool_is_exhausted(
-    one_connection: tuple[ReusableClient, asyncio.AbstractEventLoop, Any],
+    one_connection: tuple[ReusableClient, asyncio.AbstractEventLoop, Any], holder: str
 ) -> None:
     client, loop, app = one_connection
+    db = app.ctx.db
     credentials = {"username": USERNAME, "password": TEST_PASSWORD}
     _, login = client.post("/auth", json=credentials)
     assert login.status == 200, login.text
@@ -85,7 +89,9 @@ def test_auth_and_idempotent_writes_answer_503_fast_while_the_pool_is_exhausted(
     access = bearer(tokens["access_token"])
     refresh = {"refresh_token": tokens["refresh_token"]}
 
-    held = loop.run_until_complete(app.ctx.db.pool.acquire())
+    by_turn = holder == "a request's turn"
+    held = loop.run_until_complete(db.acquire() if by_turn else db.pool.acquire())
+    assert db.turns.free == (0 if by_turn else 1)
     try:
         requests: list[tuple[str, str, dict[str, Any]]] = [
             ("post", "/auth", {"json": credentials}),
@@ -108,7 +114,7 @@ def test_auth_and_idempotent_writes_answer_503_fast_while_the_pool_is_exhausted(
             assert int(response.headers["retry-after"]) > 0
             assert seconds < FAST, (path, seconds)
     finally:
-        loop.run_until_complete(app.ctx.db.pool.release(held))
+        loop.run_until_complete(db.release(held) if by_turn else db.pool.release(held))
 
     # The connection is back: the same requests are served again, no restart needed.
     _, again = client.post("/auth", json=credentials)
