@@ -36,15 +36,16 @@ class WindowTable:
 
     Each numbered worker writes only its own column, so while a key is far from its limit (more
     than `margin`, two per column) a worker counts a request with no lock at all: it adds one
-    to its own cell, then reads the row's sum as the request's count. Near the limit, for a
-    key without a row yet, and for processes without a worker number, a hit takes the one
-    lock. Every hit adds before it reads, so the n-th addition reads a count of at least n:
-    a limit of N never admits more than N, lock or no lock. It admits exactly N unless a
-    worker is paused between its addition and its read just as the count crosses the limit,
-    which can refuse one request per paused worker early (`..._never_past_it` in
-    tests/unit/test_ratelimit.py; reading before adding let one too many in as often). The
-    lock was measured at 11 % of a worker on GET /items/{id} at a limit never reached, and
-    it made a worker stall whenever the other was descheduled holding it (most of the p99).
+    to its own cell, then reads the row's sum as the request's count. Near the limit (the
+    addition is then taken back), for a key without a row yet, and for processes without a
+    worker number, a hit takes the one lock. Every hit adds before it reads, so the n-th
+    addition reads a count of at least n: a limit of N never admits more than N, lock or no
+    lock. It admits exactly N unless a worker is paused between its addition and its read
+    just as the count crosses the limit, which can refuse one request per paused worker
+    early (`..._never_past_it` in tests/unit/test_ratelimit.py; reading before adding let
+    one too many in as often). The lock was measured at 11 % of a worker on GET /items/{id}
+    at a limit never reached, and it made a worker stall whenever the other was descheduled
+    holding it (most of the p99).
     Rows are (re)claimed under the lock, counts zeroed before the window end and tag are
     written; plain 8-byte stores, in order on x86-64 (on weaker memory models a reader may
     briefly see a stale count at a window's start).
@@ -96,12 +97,13 @@ class WindowTable:
         if self._me is not None:
             row = self._find(tag, end, start)
             if row >= 0:
-                counts = row + 2
+                # Add, then read: the limit then holds without the lock (class docstring).
+                own, counts = row + self._column, row + 2
+                cells[own] += 1
                 total = sum(cells[counts : counts + self._columns])
                 if total + self.margin < limit:
-                    cells[row + self._column] += 1
-                    # Read after adding: the limit then holds without the lock (docstring).
-                    return sum(cells[counts : counts + self._columns])
+                    return total
+                cells[own] -= 1  # near the limit: counted again under the lock
         held = self._lock.acquire()
         try:
             row = self._find(tag, end, start)
