@@ -8,8 +8,10 @@ from typing import Any
 
 import orjson
 import pytest
+from sanic import Sanic
+from sanic.compat import Header
 
-from app.bodies import _OVERFLOW, MalformedJson, _parse_exact, parse_json
+from app.bodies import _OVERFLOW, JsonRequest, MalformedJson, _parse_exact, json_object, parse_json
 
 # Texts RFC 8259 refuses, or that are not UTF-8: each must be refused by both parsers, orjson
 # and the exact one (which sees bodies holding a number beyond a double's range).
@@ -96,3 +98,37 @@ def test_orjson_still_reports_an_overflow_as_the_parser_expects() -> None:
     # parse_json recognises orjson's error by its message: a new wording would make 1e400 a 400.
     with pytest.raises(orjson.JSONDecodeError, match=f"^{_OVERFLOW}"):
         orjson.loads(b'{"price": 1e400}')
+
+
+@pytest.fixture(scope="module")
+def app() -> Sanic[Any, Any]:
+    return Sanic("bodies")
+
+
+def _request(app: Sanic[Any, Any], body: bytes) -> JsonRequest:
+    request = JsonRequest(b"/auth", Header(), "1.1", "POST", None, app)
+    request.body = body
+    return request
+
+
+@pytest.mark.parametrize(
+    ("body", "found"),
+    [
+        (b'{"username": "a"}', {"username": "a"}),
+        (b'{"username": 01}', None),
+        (b'{"username": "\\ud800"}', None),
+        (b"", None),
+        (b'["username"]', None),
+        (b"null", None),
+    ],
+)
+def test_json_object_is_the_body_object_or_none_and_never_raises(
+    app: Sanic[Any, Any], body: bytes, found: dict[str, str] | None
+) -> None:
+    assert json_object(_request(app, body)) == found
+
+
+def test_request_json_raises_what_is_wrong(app: Sanic[Any, Any]) -> None:
+    request = _request(app, b'{"price": NaN}')
+    with pytest.raises(MalformedJson, match="expected a JSON value"):
+        _ = request.json
