@@ -183,10 +183,12 @@ class Capacity:
     needed: int  # this replica: WORKERS x (DB_POOL_MAX + its LISTEN connection)
     other_pools: int  # other replicas' worker pools on this database, each at its maximum
     pool_count: int  # how many such pools
-    other_clients: int  # every other client connection, as many as are open now
+    other_clients: int  # every other connection to this database, as many as are open now
+    elsewhere: int  # connections to the server's other databases, as many as are open now
 
     @property
     def left(self) -> int:
+        """What this database's clients leave free once this replica's pools are full."""
         return self.available - self.needed - self.other_pools - self.other_clients
 
 
@@ -198,22 +200,27 @@ def count_capacity(available: int, needed: int, clients: Clients, pgbouncer: boo
     at the larger of its declared size and what it has open, anything else at what it has
     open. Behind PgBouncer the server connections carry whichever client last used them, so
     they count as they are."""
-    other_pools = pool_count = other_clients = 0
+    other_pools = pool_count = other_clients = elsewhere = 0
     for application_name, _client, same_database, connections in clients:
-        claim = _pool_claim(application_name) if same_database and not pgbouncer else None
+        if not same_database:
+            elsewhere += connections
+            continue
+        claim = None if pgbouncer else _pool_claim(application_name)
         if claim is None:
             other_clients += connections
         else:
             other_pools += max(claim, connections)
             pool_count += 1
-    return Capacity(available, needed, other_pools, pool_count, other_clients)
+    return Capacity(available, needed, other_pools, pool_count, other_clients, elsewhere)
 
 
 async def check_capacity(settings: Settings) -> None:
     """Refuse to start when this replica's pools, at their full size, do not fit beside what
-    other clients hold now (other replicas' pools counted at their full size).
+    this database's other clients hold (other replicas' pools counted at their full size).
 
-    Not counted: a replica that has not started yet (the sum over every replica at its
+    Connections to the server's other databases belong to other tenants and come and go: they
+    are reported, and warned about when they leave too little, but do not stop start-up. Not
+    counted at all: a replica that has not started yet (the sum over every replica at its
     maximum is the operator's, docs/scaling.md), and a pool with DB_POOL_MIN=0 that has no
     connection open.
     """
@@ -232,10 +239,12 @@ async def check_capacity(settings: Settings) -> None:
     # Each worker's pool, plus its cache's LISTEN connection when the cache is on.
     listen = 1 if settings.CACHE_ENABLED else 0
     needed = settings.WORKERS * (settings.DB_POOL_MAX + listen)
+    shape = f"({settings.DB_POOL_MAX} pool + {listen} listen)"
     if settings.DB_PGBOUNCER:
         # The pools are PgBouncer's clients; its default_pool_size bounds their server
         # connections. Only the cache's LISTEN connections (one per worker) come here.
         needed = settings.WORKERS if settings.CACHE_ENABLED else 0
+        shape = f"{listen} listen"
         log.info(
             "DB_PGBOUNCER: %d workers x %d pool connections go through PgBouncer",
             settings.WORKERS,
@@ -243,15 +252,10 @@ async def check_capacity(settings: Settings) -> None:
         )
     capacity = count_capacity(max_connections - reserved, needed, clients, settings.DB_PGBOUNCER)
     shares = (
-        f"this replica needs {needed} ({settings.WORKERS} workers x "
-        + (
-            f"{listen} listen"
-            if settings.DB_PGBOUNCER
-            else f"({settings.DB_POOL_MAX} pool + {listen} listen)"
-        )
-        + f"); others hold {capacity.other_pools + capacity.other_clients} "
-        f"({capacity.pool_count} worker pools on this database at their DB_POOL_MAX: "
-        f"{capacity.other_pools}; other connections open now: {capacity.other_clients})"
+        f"this replica needs {needed} ({settings.WORKERS} workers x {shape}); on this database "
+        f"others hold {capacity.other_pools + capacity.other_clients} ({capacity.pool_count} "
+        f"worker pools at their DB_POOL_MAX: {capacity.other_pools}; other connections open "
+        f"now: {capacity.other_clients})"
     )
     limit = (
         f"the database allows {capacity.available} "
@@ -263,11 +267,21 @@ async def check_capacity(settings: Settings) -> None:
             "replicas, or raise max_connections"
         )
     log.info(
-        "database capacity: %s; %s, %d left (replicas not started yet are not counted)",
+        "database capacity: %s; %s, %d left; %d connections to other databases now; replicas "
+        "not started yet are not counted",
         shares,
         limit,
         capacity.left,
+        capacity.elsewhere,
     )
+    if capacity.elsewhere > capacity.left:
+        log.warning(
+            "database capacity: %d connections to other databases leave %d of this replica's "
+            "%d; its pools may not reach DB_POOL_MAX while they stay",
+            capacity.elsewhere,
+            max(0, capacity.left + capacity.needed - capacity.elsewhere),
+            capacity.needed,
+        )
 
 
 async def migrate(settings: Settings) -> list[str]:

@@ -316,5 +316,5 @@ def test_a_second_replica_that_would_not_fit_beside_the_first_refuses_to_start(
     assert "this replica needs 6 (2 workers x (3 pool + 0 listen))" in started
     assert second.returncode == 2, second.stdout + second.stderr
     assert "DB_POOL_MAX: this replica needs 192 (2 workers x (95 pool + 1 listen))" in second.stderr
-    assert "2 worker pools on this database at their DB_POOL_MAX: 6" in second.stderr
+    assert "(2 worker pools at their DB_POOL_MAX: 6;" in second.stderr
     assert "the database allows 197" in second.stderr

@@ -43,3 +43,25 @@ def test_migrating_still_knows_aerichs_model() -> None:
         "models",
         "aerich.models",
     ]
+
+
+def test_other_replicas_pools_count_at_their_size_and_other_databases_only_as_they_are() -> None:
+    from app.db import count_capacity, pool_application_name
+    from app.settings import load_settings
+
+    ours = pool_application_name(load_settings(env_file=None, DATABASE_URL="postgres://u@h/db"))
+    assert ours.startswith("items-pool max=10 ") and len(ours) <= 63
+    clients = [
+        ("items-pool max=10 101@a", "10.0.0.1", True, 2),  # a worker of another replica
+        ("items-pool max=10 102@a", "10.0.0.1", True, 12),  # grown past its declared size
+        ("psql", None, True, 1),
+        ("items-pool max=10 201@b", "10.0.0.2", False, 1),  # another database's pool
+        ("items-pool max=x 301@c", "10.0.0.3", True, 1),  # not a size: counted as it is
+    ]
+    capacity = count_capacity(97, 22, clients, pgbouncer=False)
+    assert (capacity.other_pools, capacity.pool_count) == (10 + 12, 2)
+    assert (capacity.other_clients, capacity.elsewhere) == (1 + 1, 1)
+    assert capacity.left == 97 - 22 - 22 - 2
+    # Behind PgBouncer server connections carry whichever client used them last.
+    behind = count_capacity(97, 2, clients, pgbouncer=True)
+    assert (behind.other_pools, behind.other_clients) == (0, 2 + 12 + 1 + 1)
