@@ -51,7 +51,7 @@ from sanic_jwt.validators import validate_single_scope
 from app import docs, users
 from app.pool import Database
 from app.settings import Settings
-from app.token_cache import HISTORY_MARGIN, RevokedTokens, VerifiedTokens
+from app.token_cache import ACCEPTED, HISTORY_MARGIN, UNKNOWN, RevokedTokens, VerifiedTokens
 from app.users import SCOPE_READ, SCOPE_WRITE, User
 
 log = logging.getLogger("app.auth")
@@ -157,13 +157,14 @@ def _is_int(value: object) -> bool:
 
 def check_not_revoked(revoked: RevokedTokens, claims: Mapping[str, Any]) -> None:
     """Refuse a verified token whose user changed after it was issued (see module docstring)."""
-    if not revoked.fresh:
+    verdict = revoked.verdict(claims)
+    if verdict is ACCEPTED:
+        return
+    if verdict is UNKNOWN:
         raise TokenStateUnknown
-    if revoked.revoked(claims):
-        raise NotAuthenticated(
-            "The access token was revoked (the account or its scopes changed); "
-            "refresh it or log in."
-        )
+    raise NotAuthenticated(
+        "The access token was revoked (the account or its scopes changed); refresh it or log in."
+    )
 
 
 def authorize(request: Request, scopes: Iterable[str]) -> Mapping[str, Any]:

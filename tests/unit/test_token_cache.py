@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from app.token_cache import RevokedTokens, VerifiedTokens
+from app.token_cache import RevokedTokens, Verdict, VerifiedTokens
 
 
 def test_claims_are_kept_until_the_token_expires() -> None:
@@ -36,19 +36,22 @@ def test_a_full_cache_forgets_its_oldest_half() -> None:
 def test_a_token_older_than_its_users_version_is_revoked() -> None:
     revoked = RevokedTokens()
     revoked.update({7: 2}, time.monotonic())
-    assert revoked.revoked({"user_id": 7, "token_version": 1})
-    assert revoked.revoked({"user_id": 7})  # minted before versions: version 0
-    assert not revoked.revoked({"user_id": 7, "token_version": 2})
-    assert not revoked.revoked({"user_id": 8, "token_version": 0})  # not changed lately
+    assert revoked.verdict({"user_id": 7, "token_version": 1}) is Verdict.REVOKED
+    assert revoked.verdict({"user_id": 7}) is Verdict.REVOKED  # minted before versions: 0
+    assert revoked.verdict({"user_id": 7, "token_version": 2}) is Verdict.ACCEPTED
+    assert revoked.verdict({"user_id": 8, "token_version": 0}) is Verdict.ACCEPTED  # unchanged
 
 
 def test_what_a_worker_knows_goes_stale_after_max_age() -> None:
     revoked = RevokedTokens(max_age=1.0)
-    assert not revoked.fresh  # never polled
+    claims = {"user_id": 8}
+    assert revoked.verdict(claims) is Verdict.UNKNOWN  # never polled
     revoked.update({}, time.monotonic() - 0.5)
     assert revoked.fresh
+    assert revoked.verdict(claims) is Verdict.ACCEPTED
     revoked.update({}, time.monotonic() - 1.5)
     assert not revoked.fresh
+    assert revoked.verdict(claims) is Verdict.UNKNOWN
 
 
 def test_the_poller_keeps_polling_after_a_failure_and_answers_who_waits() -> None:
