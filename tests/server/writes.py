@@ -16,5 +16,8 @@ def write_headers() -> dict[str, str]:
     if secret is None:
         return {}
     now = int(time.time())
-    claims = {"user_id": 1, "scopes": ["items:write"], "iat": now, "exp": now + 3600}
+    # A version no real user reaches: revoking a real user 1's tokens (as the token tests do)
+    # refuses only tokens older than that user's version.
+    claims = {"user_id": 1, "scopes": ["items:write"], "token_version": 1 << 31}
+    claims.update(iat=now, exp=now + 3600)
     return {"Authorization": f"Bearer {jwt.encode(claims, secret, algorithm='HS256')}"}
