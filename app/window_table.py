@@ -36,9 +36,10 @@ class WindowTable:
 
     Each numbered worker writes only its own column, so while a key is far from its limit (more
     than `margin`, two per column) a worker counts a request with no lock at all: it adds one
-    to its own cell, then reads the row's sum as the request's count. Near the limit (the
-    addition is then taken back), for a key without a row yet, and for processes without a
-    worker number, a hit takes the one lock. Every hit adds before it reads, so the n-th
+    to its own cell, then reads the row's sum as the request's count; so also far past it (a
+    flood of refused requests takes no lock). Near the limit (the addition is then taken
+    back), for a key without a row yet, and for processes without a worker number, a hit
+    takes the one lock. Every hit adds before it reads, so the n-th
     addition reads a count of at least n: a limit of N never admits more than N, lock or no
     lock. It admits exactly N unless a worker is paused between its addition and its read
     just as the count crosses the limit, which can refuse one request per paused worker
@@ -101,8 +102,8 @@ class WindowTable:
                 own, counts = row + self._column, row + 2
                 cells[own] += 1
                 total = sum(cells[counts : counts + self._columns])
-                if total + self.margin < limit:
-                    return total
+                if total + self.margin < limit or total > limit + self.margin:
+                    return total  # far below the limit, or far past it (refused anyway)
                 cells[own] -= 1  # near the limit: counted again under the lock
         held = self._lock.acquire()
         try:
