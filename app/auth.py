@@ -49,7 +49,7 @@ from sanic_jwt.exceptions import SanicJWTException
 from sanic_jwt.validators import validate_single_scope
 
 from app import docs, users
-from app.pool import Database
+from app.pool import untraced
 from app.settings import Settings
 from app.token_cache import ACCEPTED, HISTORY_MARGIN, UNKNOWN, RevokedTokens, VerifiedTokens
 from app.users import SCOPE_READ, SCOPE_WRITE, User
@@ -433,7 +433,7 @@ def register(app: Sanic[Any, Any], settings: Settings) -> None:
     async def follow_token_revocations(app: Sanic[Any, Any]) -> None:
         # Any token older than the access-token lifetime has expired: older changes are moot.
         within = settings.ACCESS_TOKEN_TTL + LEEWAY_SECONDS + HISTORY_MARGIN
-        db = _Untraced(app.ctx.db)
+        db = untraced(app.ctx.db)
 
         async def poll() -> dict[int, int]:
             return await users.token_versions_changed(db, within)
@@ -462,20 +462,6 @@ def register(app: Sanic[Any, Any], settings: Settings) -> None:
         executor = app.ctx.auth.executor
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
-
-
-class _Untraced:
-    """The worker's database handle for its background polls: the same pool and turns, but
-    `Database.fetch` itself, not a `TracedDatabase`'s (a poll is no request: four root traces
-    a second per worker would bury the real ones)."""
-
-    __slots__ = ("db",)
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    async def fetch(self, query: str, *args: Any) -> list[Any]:
-        return await Database.fetch(self.db, query, *args)
 
 
 @contextmanager

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Gauge
 
+from app.pool import untraced
 from app.settings import Settings
 from app.tls import NOT_AFTER_ENV
 
@@ -98,7 +99,7 @@ async def _database_answers(app: Sanic[Any, Any]) -> bool:
         return False
     try:
         async with asyncio.timeout(READY_TIMEOUT):
-            await db.fetchval("SELECT 1")
+            await untraced(db).fetchval("SELECT 1")
     except Exception:  # noqa: BLE001 (any failure means "not ready", as readiness says)
         return False
     return True
@@ -122,7 +123,7 @@ async def _sample_backlog(app: Sanic[Any, Any]) -> None:
         if db is not None:
             try:
                 async with asyncio.timeout(READY_TIMEOUT):
-                    row = await db.fetchrow(SQL_BACKLOG)
+                    row = await untraced(db).fetchrow(SQL_BACKLOG)
             except Exception as exc:  # noqa: BLE001 (the gauges keep their last values)
                 log.debug("idempotency backlog not sampled: %r", exc)
             else:

@@ -322,3 +322,15 @@ class TracedDatabase(Database):
     async def execute(self, query: str, *args: Any) -> str:
         with self._span("execute", query):
             return await super().execute(query, *args)
+
+
+def untraced(db: Database) -> Database:
+    """`db` without spans: for a worker's background polls (token revocations, gauges), which
+    are no request; a root trace per poll would bury the real ones (`tests/api/test_tracing.py`
+    counts one query span per request). The same pool and the same turns."""
+    if not isinstance(db, TracedDatabase):
+        return db
+    plain = Database.__new__(Database)
+    for name in Database.__slots__:
+        setattr(plain, name, getattr(db, name))
+    return plain
