@@ -173,7 +173,8 @@ def authorize(request: Request, scopes: Iterable[str]) -> Mapping[str, Any]:
     if header is None:
         raise NotAuthenticated("Send `Authorization: Bearer <access token>`.", error=None)
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token or " " in token:
+    # A JWT is ASCII (base64url and dots): other bytes are a bad token (401), never a decode error.
+    if scheme.lower() != "bearer" or not token or " " in token or not token.isascii():
         raise NotAuthenticated(
             "The Authorization header must be `Bearer <access token>`.", error="invalid_request"
         )

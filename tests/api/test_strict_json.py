@@ -252,3 +252,20 @@ def test_header_bytes_that_are_not_our_text_are_a_clean_4xx(
     resp = _send(api, write_headers, route, b'{"name": "x", "price": 1}', **{header: value})
     assert_problem(resp, status)
     _unchanged(database_url)
+
+
+@pytest.mark.usefixtures("no_errors_logged")
+@pytest.mark.parametrize("token", [b"eyJ\xff.e30.x", "eyJ\u0661.e30.x".encode()])
+def test_a_bearer_token_that_is_not_ascii_is_401_on_writes_and_anonymous_on_reads(
+    api: ReusableClient, database_url: str, token: bytes
+) -> None:
+    bad = {"authorization": b"Bearer " + token}
+    json_bad = {**bad, "content-type": "application/json"}
+    _, resp = api.request(
+        "/items", http_method="post", content=b'{"name": "x", "price": 1}', headers=json_bad
+    )
+    assert_problem(resp, 401)
+    assert "WWW-Authenticate" in resp.headers
+    _, resp = api.request("/items", http_method="get", headers=bad)
+    assert resp.status == 200, resp.text
+    _unchanged(database_url)
