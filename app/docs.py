@@ -146,8 +146,11 @@ READINESS = _schema(
 _TOKEN_TYPE = {"type": "string", "enum": ["Bearer"]}
 _EXPIRES_IN = {"type": "integer", "minimum": 1, "description": "Seconds the access token lives."}
 _ACCESS_TOKEN = {"type": "string", "description": "A JWT: send it as `Authorization: Bearer ...`."}
+# No credential holds NUL: the handlers refuse it with 400 before any hash or query sees it.
+_NO_NUL = "^[^\\x00]*$"
 _REFRESH_TOKEN = {
     "type": "string",
+    "pattern": _NO_NUL,
     "description": "Exchanged for a new access token at `POST /auth/refresh`.",
 }
 CREDENTIALS_IN = _schema(
@@ -157,7 +160,12 @@ CREDENTIALS_IN = _schema(
         "required": ["username", "password"],
         "properties": {
             "username": {"type": "string", "pattern": f"^{USERNAME.pattern}$"},
-            "password": {"type": "string", "maxLength": MAX_PASSWORD_LENGTH, "format": "password"},
+            "password": {
+                "type": "string",
+                "maxLength": MAX_PASSWORD_LENGTH,
+                "pattern": _NO_NUL,
+                "format": "password",
+            },
         },
         "example": {"username": "alice", "password": "correct horse battery staple"},
     },
