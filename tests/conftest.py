@@ -16,6 +16,7 @@ from app import db as app_db
 from app import users
 from app.server import create_app
 from app.settings import Settings, load_settings
+from tests.pg_cluster import ThrowawayCluster
 from tests.support import (
     READER,
     ROOT,
@@ -40,6 +41,17 @@ def server_url() -> str:
     from app import embedded
 
     return embedded.start(ROOT / ".data" / "test")
+
+
+@pytest.fixture(scope="module")
+def throwaway_cluster() -> Iterator[ThrowawayCluster]:
+    """A private PostgreSQL this module may stop and start (outage, drain and alert tests)."""
+    cluster = ThrowawayCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
 
 
 @pytest.fixture(scope="session")

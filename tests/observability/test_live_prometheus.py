@@ -51,16 +51,6 @@ DEADLINE = 60.0
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[ThrowawayCluster]:
-    cluster = ThrowawayCluster()
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.destroy()
-
-
-@pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("certs")
     subprocess.run(
@@ -75,9 +65,9 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(
-    cluster: ThrowawayCluster, certs: Path, tmp_path_factory: pytest.TempPathFactory
+    throwaway_cluster: ThrowawayCluster, certs: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    url = create_database(cluster.url, "items")
+    url = create_database(throwaway_cluster.url, "items")
     asyncio.run(app_db.migrate(load_settings(env_file=None, DATABASE_URL=url)))
     created = create_user_cli(url, "observer", ["items:write"])
     assert created.returncode == 0, created.stderr
@@ -226,7 +216,7 @@ def _expressions() -> dict[str, list[str]]:
 def test_every_dashboard_and_rule_expression_returns_series(
     prometheus: str,
     server: Server,
-    cluster: ThrowawayCluster,
+    throwaway_cluster: ThrowawayCluster,
     certs: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -253,7 +243,7 @@ def test_every_dashboard_and_rule_expression_returns_series(
     assert _query(prometheus, "min_over_time(items_tls_certificate_days_left[1h]) < 14") == []
     assert _query(prometheus, 'ALERTS{alertname="ItemsNotReady"}') == []
 
-    cluster.stop()
+    throwaway_cluster.stop()
     with httpx.Client(
         base_url=server.base, verify=_trust(certs / "fullchain.pem"), timeout=10
     ) as client:

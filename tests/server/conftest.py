@@ -38,17 +38,6 @@ def live(live_server: str, database_url: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def throwaway_cluster() -> Iterator[ThrowawayCluster]:
-    """A private PostgreSQL this module may stop and start (outage and drain tests)."""
-    cluster = ThrowawayCluster()
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.destroy()
-
-
-@pytest.fixture(scope="module")
 def throwaway_db(throwaway_cluster: ThrowawayCluster) -> str:
     """A migrated database on the throwaway cluster."""
     url = create_database(throwaway_cluster.url, "items")
