@@ -9,13 +9,17 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from types import FrameType
+from typing import Any, TypeVar
 
 from app.logs import configure_logging
 from app.settings import Settings, SettingsError, load_settings
 from app.users import UserError
+
+T = TypeVar("T")
 
 log = logging.getLogger("app")
 
@@ -123,23 +127,30 @@ def _read_password() -> str:
     return sys.stdin.readline().rstrip("\r\n")
 
 
+def _on_database(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run `work` on one direct connection to the database (the user commands)."""
+    from app.db import connect_direct
+
+    async def run() -> T:
+        conn = await connect_direct(_with_database(settings))
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
 def create_user(settings: Settings, args: argparse.Namespace) -> int:
     from app import users
-    from app.db import connect_direct as connect
 
     scopes = [scope for part in args.scopes for scope in part.replace(",", " ").split()]
     try:
         users.check_new_user(args.username, "x" * users.MIN_PASSWORD_LENGTH, scopes)
         password = _read_password()
-
-        async def run() -> users.User:
-            conn = await connect(_with_database(settings))
-            try:
-                return await users.create_user(conn, args.username, password, scopes)
-            finally:
-                await conn.close()
-
-        user = asyncio.run(run())
+        user = _on_database(
+            settings, lambda conn: users.create_user(conn, args.username, password, scopes)
+        )
     except UserError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1
@@ -149,17 +160,9 @@ def create_user(settings: Settings, args: argparse.Namespace) -> int:
 
 def revoke_tokens(settings: Settings, args: argparse.Namespace) -> int:
     from app import users
-    from app.db import connect_direct as connect
-
-    async def run() -> int:
-        conn = await connect(_with_database(settings))
-        try:
-            return await users.revoke_user_tokens(conn, args.username)
-        finally:
-            await conn.close()
 
     try:
-        revoked = asyncio.run(run())
+        revoked = _on_database(settings, lambda conn: users.revoke_user_tokens(conn, args.username))
     except UserError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1
@@ -175,23 +178,18 @@ def change_user(settings: Settings, args: argparse.Namespace) -> int:
     """`disable-user`, `enable-user`, `set-scopes`: the user's access tokens stop working
     within 1 s on every worker (app/token_cache.py); disabling also ends every login."""
     from app import users
-    from app.db import connect_direct as connect
 
-    async def run() -> str:
-        conn = await connect(_with_database(settings))
-        try:
-            if args.command == "set-scopes":
-                scopes = [scope for part in args.scopes for scope in part.replace(",", " ").split()]
-                kept = await users.set_scopes(conn, args.username, scopes)
-                return f"scopes of {args.username}: {' '.join(kept) or '(none)'}"
-            active = args.command == "enable-user"
-            await users.set_active(conn, args.username, active=active)
-            return f"{'enabled' if active else 'disabled'} {args.username}"
-        finally:
-            await conn.close()
+    async def change(conn: Any) -> str:
+        if args.command == "set-scopes":
+            scopes = [scope for part in args.scopes for scope in part.replace(",", " ").split()]
+            kept = await users.set_scopes(conn, args.username, scopes)
+            return f"scopes of {args.username}: {' '.join(kept) or '(none)'}"
+        active = args.command == "enable-user"
+        await users.set_active(conn, args.username, active=active)
+        return f"{'enabled' if active else 'disabled'} {args.username}"
 
     try:
-        done = asyncio.run(run())
+        done = _on_database(settings, change)
     except UserError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1
