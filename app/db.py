@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import socket
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ import asyncpg
 import tortoise.context
 from tortoise import Tortoise
 from tortoise.backends.base.config_generator import expand_db_url
+from tortoise.context import TortoiseContext
 
 from app.pool import Database, TerminatingConnection, TracedDatabase
 from app.settings import Settings, SettingsError
@@ -61,6 +63,16 @@ def tortoise_config(settings: Settings, *, pool: bool = True) -> dict[str, Any]:
             command_timeout=settings.DB_COMMAND_TIMEOUT,
             reset=keep_session,
             connection_class=TerminatingConnection,
+            # A connection lives until it fails (TerminatingConnection ends a broken one). asyncpg's
+            # own recycling, a close after 50,000 queries and after 300 s idle, runs inside the
+            # request that releases or next acquires the connection: that request waits for the
+            # server to see the close, then for a new backend to start, and every connection of a
+            # busy pool reaches 50,000 within the same seconds. Nothing here needs recycling: the
+            # statements are a small fixed set, and the capacity check already counts each pool
+            # at DB_POOL_MAX, so closing idle ones frees nothing another client could use.
+            # tests/unit/test_db_config.py keeps this.
+            max_queries=math.inf,
+            max_inactive_connection_lifetime=0,
             # Names the pool's size to other replicas' start-up check (`check_capacity`).
             application_name=pool_application_name(settings),
         )
@@ -100,13 +112,9 @@ def register(app: Sanic[Any, Any]) -> None:
         settings: Settings = app.ctx.settings
         # One app per worker process in production; tests may hold several apps in one
         # process, and Tortoise allows only one global fallback, so later ones go without.
-        app.ctx.orm = await Tortoise.init(
-            config=tortoise_config(settings),
-            _enable_global_fallback=tortoise.context.get_current_context() is None,
+        app.ctx.orm, app.ctx.pool = await open_pool(
+            settings, global_fallback=tortoise.context.get_current_context() is None
         )
-        client = app.ctx.orm.connections.get("default")
-        await client.create_connection(with_db=True)
-        app.ctx.pool = client._pool
         tracer = getattr(app, "tracer", None)
         app.ctx.db = (
             TracedDatabase(
@@ -129,6 +137,18 @@ def register(app: Sanic[Any, Any]) -> None:
         orm, app.ctx.orm = app.ctx.orm, None
         if orm is not None:
             await orm.close_connections()
+
+
+async def open_pool(
+    settings: Settings, *, global_fallback: bool = False
+) -> tuple[TortoiseContext, asyncpg.Pool]:
+    """Tortoise and the worker's asyncpg pool, opened the way a worker serves with them."""
+    orm = await Tortoise.init(
+        config=tortoise_config(settings), _enable_global_fallback=global_fallback
+    )
+    client = orm.connections.get("default")
+    await client.create_connection(with_db=True)
+    return orm, client._pool
 
 
 async def connect_direct(settings: Settings) -> asyncpg.Connection:

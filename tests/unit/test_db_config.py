@@ -65,3 +65,44 @@ def test_other_replicas_pools_count_at_their_size_and_other_databases_only_as_th
     # Behind PgBouncer server connections carry whichever client used them last.
     behind = count_capacity(97, 2, clients, pgbouncer=True)
     assert (behind.other_pools, behind.other_clients) == (0, 2 + 12 + 1 + 1)
+
+
+# asyncpg's default lifetime for a pool connection: closed by the release after this many queries.
+ASYNCPG_MAX_QUERIES = 50_000
+
+
+def test_a_pool_connection_is_never_closed_or_reopened_inside_a_request(database_url: str) -> None:
+    """asyncpg closes a pool connection in the release after its 50,000th query and when it has
+    been idle 300 s; the request that releases or next acquires it then waits for the close and
+    a new backend. With every connection of a busy pool reaching 50,000 in the same seconds
+    that was a burst of slow requests. The worker's pool keeps its connections until
+    they fail."""
+    import asyncio
+
+    from app.db import open_pool
+    from app.pool import Database
+    from tests.support import app_settings
+
+    async def scenario() -> tuple[int, int, list[float]]:
+        settings = app_settings(database_url, DB_POOL_MIN=1, DB_POOL_MAX=1)
+        orm, pool = await open_pool(settings)
+        try:
+            db = Database(pool, acquire_timeout=5, command_timeout=5)
+            first = await db.fetchval("SELECT pg_backend_pid()")
+            conn = await db.acquire()
+            try:
+                for _ in range(ASYNCPG_MAX_QUERIES):
+                    await conn.execute("SELECT 1")
+            finally:
+                await db.release(conn)
+            for _ in range(3):  # the releases past asyncpg's limit
+                await db.fetchval("SELECT 1")
+            last = await db.fetchval("SELECT pg_backend_pid()")
+            idle = [holder._max_inactive_time for holder in pool._holders]
+            return first, last, idle
+        finally:
+            await orm.close_connections()
+
+    first, last, idle_lifetimes = asyncio.run(scenario())
+    assert last == first, "the pool replaced its connection after 50,000 queries"
+    assert idle_lifetimes == [0], "the pool closes idle connections (a request then reconnects)"
