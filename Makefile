@@ -33,10 +33,11 @@ migrate: $(STAMP) ## Apply database migrations
 test: $(STAMP) ## Run the whole test suite (TEST_DATABASE_URL, else embedded PostgreSQL)
 	$(BIN)/python -m pytest
 
-lint: $(STAMP) ## ruff check, ruff format --check, mypy strict
+lint: $(STAMP) ## ruff check, ruff format --check, mypy strict, the import contract
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(STAMP) ## Apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .

@@ -15,9 +15,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
-from app.logs import configure_logging
+from app.auth.users import UserError
+from app.ops.logs import configure_logging
 from app.settings import Settings, SettingsError, load_settings
-from app.users import UserError
 
 T = TypeVar("T")
 
@@ -28,14 +28,14 @@ def _with_database(settings: Settings) -> Settings:
     """Point settings at the embedded PostgreSQL when DATABASE_URL is empty."""
     if not settings.embedded_db:
         return settings
-    from app import embedded
+    from app.db import embedded
 
     url = embedded.start(settings.DATA_DIR)
     return settings.model_copy(update={"DATABASE_URL": url})
 
 
 def migrate(settings: Settings) -> int:
-    from app.db import migrate as apply_migrations
+    from app.db.migrate import migrate as apply_migrations
 
     applied = asyncio.run(apply_migrations(_with_database(settings)))
     log.info("migrations applied: %s", ", ".join(applied) if applied else "none (at head)")
@@ -45,7 +45,7 @@ def migrate(settings: Settings) -> int:
 def serve(settings: Settings) -> int:
     import shutil
 
-    from app.lifecycle import prepare_metrics_dir
+    from app.ops.lifecycle import prepare_metrics_dir
 
     # Before anything imports prometheus_client (it picks multiprocess mode at import time);
     # workers inherit the variable.
@@ -62,10 +62,10 @@ def _serve(settings: Settings) -> int:
     from sanic import Sanic
     from sanic.worker.loader import AppLoader
 
-    from app import tls
-    from app.db import check_capacity
-    from app.db import migrate as apply_migrations
-    from app.lifecycle import worker_app
+    from app.db.capacity import check_capacity
+    from app.db.migrate import migrate as apply_migrations
+    from app.factory import with_redirect_app, worker_app
+    from app.ops import tls
 
     if settings.tls_enabled:
         # A missing, mismatched or expired certificate stops start-up here, naming the file.
@@ -79,12 +79,12 @@ def _serve(settings: Settings) -> int:
         log.info("migrations applied: %s", ", ".join(applied) if applied else "none (at head)")
     asyncio.run(check_capacity(settings))
     if settings.dev_user:
-        from app import dev_user
+        from app.auth import dev_user
 
         asyncio.run(dev_user.ensure(settings))
 
     # Each spawned worker builds its app through this factory, logging configured first.
-    loader = AppLoader(factory=partial(tls.with_redirect_app, worker_app, settings))
+    loader = AppLoader(factory=partial(with_redirect_app, worker_app, settings))
     app = loader.load()
     app.prepare(
         host=settings.HOST,
@@ -103,7 +103,7 @@ def _serve(settings: Settings) -> int:
 
 
 def gen_cert(settings: Settings, args: argparse.Namespace) -> int:
-    from app.tls import generate_dev_cert
+    from app.ops.tls import generate_dev_cert
 
     del settings
     try:
@@ -129,7 +129,7 @@ def _read_password() -> str:
 
 def _on_database(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
     """Run `work` on one direct connection to the database (the user commands)."""
-    from app.db import connect_direct
+    from app.db.wiring import connect_direct
 
     async def run() -> T:
         conn = await connect_direct(_with_database(settings))
@@ -142,7 +142,7 @@ def _on_database(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
 
 
 def create_user(settings: Settings, args: argparse.Namespace) -> int:
-    from app import users
+    from app.auth import users
 
     scopes = [scope for part in args.scopes for scope in part.replace(",", " ").split()]
     try:
@@ -159,7 +159,7 @@ def create_user(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def revoke_tokens(settings: Settings, args: argparse.Namespace) -> int:
-    from app import users
+    from app.auth import users
 
     try:
         revoked = _on_database(settings, lambda conn: users.revoke_user_tokens(conn, args.username))
@@ -177,7 +177,7 @@ def revoke_tokens(settings: Settings, args: argparse.Namespace) -> int:
 def change_user(settings: Settings, args: argparse.Namespace) -> int:
     """`disable-user`, `enable-user`, `set-scopes`: the user's access tokens stop working
     within 1 s on every worker (app/token_cache.py); disabling also ends every login."""
-    from app import users
+    from app.auth import users
 
     async def change(conn: Any) -> str:
         if args.command == "set-scopes":
@@ -199,7 +199,7 @@ def change_user(settings: Settings, args: argparse.Namespace) -> int:
 
 def token(settings: Settings) -> int:
     """The development user's access token on stdout, alone (`TOKEN=$(make -s token)`)."""
-    from app.dev_user import DevUserError, fetch_token
+    from app.auth.dev_user import DevUserError, fetch_token
 
     try:
         access_token = fetch_token(settings)

@@ -12,9 +12,9 @@ import pytest
 from sanic import Sanic
 from sanic_testing.reusable import ReusableClient
 
-from app import db as app_db
-from app import users
-from app.server import create_app
+from app.auth import users
+from app.db.migrate import migrate as migrate_database
+from app.factory import create_app
 from app.settings import Settings, load_settings
 from tests.pg_cluster import ThrowawayCluster
 from tests.support import (
@@ -38,7 +38,7 @@ def server_url() -> str:
     """A PostgreSQL server: TEST_DATABASE_URL when set, else the embedded one."""
     if url := os.environ.get("TEST_DATABASE_URL"):
         return url
-    from app import embedded
+    from app.db import embedded
 
     return embedded.start(ROOT / ".data" / "test")
 
@@ -59,7 +59,7 @@ def database_url(server_url: str) -> Iterator[str]:
     """A fresh database for this session, built by the real migrations."""
     name = f"items_test_{os.getpid()}"
     url = create_database(server_url, name)
-    asyncio.run(app_db.migrate(load_settings(env_file=None, DATABASE_URL=url)))
+    asyncio.run(migrate_database(load_settings(env_file=None, DATABASE_URL=url)))
     yield url
     drop_database(server_url, name)
 

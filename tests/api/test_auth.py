@@ -15,10 +15,10 @@ import pytest
 from sanic_testing.reusable import ReusableClient
 from sanic_testing.testing import TestingResponse as Response
 
-from app import users
-from app.server import create_app
+from app.auth import users
+from app.auth.token_cache import MAX_AGE
+from app.factory import create_app
 from app.settings import load_settings
-from app.token_cache import MAX_AGE
 from tests.support import (
     ROOT,
     TEST_PASSWORD,

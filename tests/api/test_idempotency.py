@@ -14,9 +14,9 @@ import pytest
 from sanic_testing.reusable import ReusableClient
 from sanic_testing.testing import TestingResponse as Response
 
-from app.idempotency import CREATE_ITEM, fingerprint, purge_expired
-from app.pool import Database
-from app.schemas import ItemIn
+from app.db.pool import Database
+from app.items.idempotency import CREATE_ITEM, fingerprint, purge_expired
+from app.items.schemas import ItemIn
 from tests.api.items.helpers import assert_problem, valid_item
 from tests.support import fetch_sql, run_sql
 from tests.tokens import token_headers
@@ -219,13 +219,13 @@ def test_a_key_whose_first_request_still_runs_is_409(
     # its request holds the lock.
     key = str(uuid.uuid4())
     body = valid_item(name="running")
-    print_ = fingerprint(CREATE_ITEM, ItemIn.model_validate(body).model_dump())
+    expected_print = fingerprint(CREATE_ITEM, ItemIn.model_validate(body).model_dump())
     fetch_sql(
         database_url,
         "INSERT INTO idempotency_keys (scope, key, fingerprint, expires_at) "
         "VALUES ('sub:1', $1, $2, now() + interval '1 hour')",
         key,
-        print_,
+        expected_print,
     )
     with _row_locked(database_url, key):
         retry = _post(keyed, body, key)

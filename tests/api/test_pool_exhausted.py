@@ -20,8 +20,8 @@ import pytest
 from sanic_testing.reusable import ReusableClient
 from sanic_testing.testing import TestingResponse as Response
 
-from app import users
-from app.server import create_app
+from app.auth import users
+from app.factory import create_app
 from app.settings import load_settings
 from tests.support import TEST_PASSWORD, bearer, free_port
 from tests.tokens import token_headers
@@ -91,7 +91,7 @@ def test_auth_and_idempotent_writes_answer_503_fast_while_the_pool_is_exhausted(
 
     by_turn = holder == "a request's turn"
     held = loop.run_until_complete(db.acquire() if by_turn else db.pool.acquire())
-    assert db.turns.free == (0 if by_turn else 1)
+    assert db.queue.free == (0 if by_turn else 1)
     try:
         requests: list[tuple[str, str, dict[str, Any]]] = [
             ("post", "/auth", {"json": credentials}),

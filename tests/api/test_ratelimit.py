@@ -10,7 +10,7 @@ import pytest
 from sanic_testing.reusable import ReusableClient
 from sanic_testing.testing import TestingResponse as Response
 
-from app.server import create_app
+from app.factory import create_app
 from app.settings import load_settings
 from tests.api.items.helpers import assert_problem
 from tests.support import free_port

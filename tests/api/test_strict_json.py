@@ -16,7 +16,7 @@ import orjson
 import pytest
 from sanic_testing.reusable import ReusableClient
 
-from app.server import create_app
+from app.factory import create_app
 from tests.api.items.helpers import Response, assert_problem, error_fields
 from tests.support import app_settings, fetch_sql, free_port, run_sql
 

@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from sanic_testing.reusable import ReusableClient
 
-from app.server import create_app
+from app.factory import create_app
 from app.settings import load_settings
 from tests.support import free_port
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from app import db as app_db
+from app.db.migrate import migrate as migrate_database
 from app.settings import load_settings
 from tests.support import ROOT, bearer, create_database, create_user_cli, drop_database, login
 
@@ -58,7 +58,7 @@ def cluster_db(server_url: str) -> Iterator[str]:
         pytest.skip("the cluster tests need the machine's PostgreSQL (TEST_DATABASE_URL)")
     name = f"items_cluster_{os.getpid()}"
     url = create_database(server_url, name)
-    asyncio.run(app_db.migrate(load_settings(env_file=None, DATABASE_URL=url)))
+    asyncio.run(migrate_database(load_settings(env_file=None, DATABASE_URL=url)))
     yield url
     drop_database(server_url, name)
 

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.metrics import FLUSH_SECONDS
+from app.ops.metrics import FLUSH_SECONDS
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from app.users import SCOPE_WRITE
+from app.auth.users import SCOPE_WRITE
 from tests.support import TEST_PASSWORD, create_user_cli
 
 pytestmark = pytest.mark.contract

@@ -26,7 +26,7 @@ import psutil
 import pytest
 import yaml
 
-from app import db as app_db
+from app.db.migrate import migrate as migrate_database
 from app.settings import load_settings
 from tests.observability.conftest import DASHBOARD, RULES
 from tests.pg_cluster import ThrowawayCluster
@@ -68,7 +68,7 @@ def server(
     throwaway_cluster: ThrowawayCluster, certs: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     url = create_database(throwaway_cluster.url, "items")
-    asyncio.run(app_db.migrate(load_settings(env_file=None, DATABASE_URL=url)))
+    asyncio.run(migrate_database(load_settings(env_file=None, DATABASE_URL=url)))
     created = create_user_cli(url, "observer", ["items:write"])
     assert created.returncode == 0, created.stderr
     log_path = tmp_path_factory.mktemp("server") / "server.log"

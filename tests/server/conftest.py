@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app import db as app_db
+from app.db.migrate import migrate as migrate_database
 from app.settings import load_settings
 from tests.pg_cluster import ThrowawayCluster
 from tests.support import bearer, create_database, create_user_cli, login, run_sql, running_server
@@ -41,5 +41,5 @@ def live(live_server: str, database_url: str) -> str:
 def throwaway_db(throwaway_cluster: ThrowawayCluster) -> str:
     """A migrated database on the throwaway cluster."""
     url = create_database(throwaway_cluster.url, "items")
-    asyncio.run(app_db.migrate(load_settings(env_file=None, DATABASE_URL=url)))
+    asyncio.run(migrate_database(load_settings(env_file=None, DATABASE_URL=url)))
     return url

@@ -9,7 +9,7 @@ import time
 
 import psutil
 
-from app.balance import BALANCE_INTERVAL, SLACK
+from app.ops.balance import BALANCE_INTERVAL, SLACK
 from tests.server.test_workers import server_workers
 
 CLIENTS = 40

@@ -14,7 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from app.metrics import FLUSH_SECONDS
+from app.ops.metrics import FLUSH_SECONDS
 from tests.server.test_workers import server_workers
 from tests.server.writes import write_headers
 from tests.support import notify_silenced, running_server

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.metrics import FLUSH_SECONDS, RENDERS_PER_SECOND
+from app.ops.metrics import FLUSH_SECONDS, RENDERS_PER_SECOND
 from tests.support import free_port, raw_request, running_server
 
 

@@ -25,7 +25,7 @@ import httpx
 import psutil
 import pytest
 
-from app.dev_user import TOKEN_COMMAND
+from app.auth.dev_user import TOKEN_COMMAND
 from tests.support import ROOT, free_port
 
 pytestmark = pytest.mark.server

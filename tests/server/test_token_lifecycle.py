@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.token_cache import MAX_AGE
+from app.auth.token_cache import MAX_AGE
 from tests.pg_cluster import ThrowawayCluster
 from tests.support import (
     ROOT,

@@ -9,7 +9,7 @@ from typing import Any
 import jwt
 import pytest
 
-from app.auth import NotAuthenticated, decode_token
+from app.auth.tokens import NotAuthenticated, decode_token
 from app.settings import DEV_JWT_SECRET, SettingsError, load_settings
 
 SECRET = "unit-test-secret-" + "0123456789abcdef" * 4  # 64+ bytes: HS512 too

@@ -13,7 +13,7 @@ from sanic import Request, Sanic, json
 from sanic_jwt import Initialize, scoped
 from sanic_testing.reusable import ReusableClient
 
-from app.auth import _loop_for_sanic_jwt
+from app.auth.endpoints import _loop_for_sanic_jwt
 from tests.support import free_port
 
 SECRET = "upstream-probe-secret-32-bytes-long!!"

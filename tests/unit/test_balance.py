@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from app.balance import excess, worker_index
+from app.ops.balance import excess, worker_index
 
 
 def test_worker_index_comes_from_sanics_worker_name() -> None:

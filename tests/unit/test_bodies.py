@@ -11,7 +11,14 @@ import pytest
 from sanic import Sanic
 from sanic.compat import Header
 
-from app.bodies import _OVERFLOW, JsonRequest, MalformedJson, _parse_exact, json_object, parse_json
+from app.http.bodies import (
+    _OVERFLOW,
+    JsonRequest,
+    MalformedJson,
+    _parse_exact,
+    json_object,
+    parse_json,
+)
 
 # Texts RFC 8259 refuses, or that are not UTF-8: each must be refused by both parsers, orjson
 # and the exact one (which sees bodies holding a number beyond a double's range).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.conditional import etag, if_match, none_match
+from app.items.conditional import etag, if_match, none_match
 
 
 def test_etag_is_a_strong_quoted_version() -> None:

@@ -8,7 +8,7 @@ import sys
 WORKER_INIT = """
 import asyncio, sys
 from tortoise import Tortoise
-from app.db import tortoise_config
+from app.db.wiring import tortoise_config
 from app.settings import load_settings
 
 async def main():
@@ -35,7 +35,7 @@ def test_serving_never_imports_aerich(database_url: str) -> None:
 
 
 def test_migrating_still_knows_aerichs_model() -> None:
-    from app.db import tortoise_config
+    from app.db.wiring import tortoise_config
     from app.settings import load_settings
 
     settings = load_settings(env_file=None, DATABASE_URL="postgres://u@h/db")
@@ -46,7 +46,8 @@ def test_migrating_still_knows_aerichs_model() -> None:
 
 
 def test_other_replicas_pools_count_at_their_size_and_other_databases_only_as_they_are() -> None:
-    from app.db import count_capacity, pool_application_name
+    from app.db.capacity import count_capacity
+    from app.db.wiring import pool_application_name
     from app.settings import load_settings
 
     ours = pool_application_name(load_settings(env_file=None, DATABASE_URL="postgres://u@h/db"))
@@ -79,8 +80,8 @@ def test_a_pool_connection_is_never_closed_or_reopened_inside_a_request(database
     they fail."""
     import asyncio
 
-    from app.db import open_pool
-    from app.pool import Database
+    from app.db.pool import Database
+    from app.db.wiring import open_pool
     from tests.support import app_settings
 
     async def scenario() -> tuple[int, int, list[float]]:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from app import dev_user
+from app.auth import dev_user
 from app.settings import SettingsError, load_settings
 
 SECRET = "0123456789abcdef0123456789abcdef"  # noqa: S105 (a test value)

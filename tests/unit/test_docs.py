@@ -7,8 +7,13 @@ import re
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from app.docs import openapi30
-from app.schemas import DESCRIPTION_JSON_SCHEMA, NAME_JSON_SCHEMA, _clean_description, _clean_name
+from app.http.openapi import openapi30
+from app.items.schemas import (
+    DESCRIPTION_JSON_SCHEMA,
+    NAME_JSON_SCHEMA,
+    _clean_description,
+    _clean_name,
+)
 
 
 def _accepted(clean: object, value: str) -> bool:

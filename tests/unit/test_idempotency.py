@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from app.idempotency import CREATE_ITEM, BadIdempotencyKey, fingerprint, key_of
-from app.schemas import ItemIn
+from app.items.idempotency import CREATE_ITEM, BadIdempotencyKey, fingerprint, key_of
+from app.items.schemas import ItemIn
 
 
 def _request(key: str | None = None) -> Any:

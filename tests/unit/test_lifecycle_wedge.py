@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from app import lifecycle
+from app.ops import supervisor
 from app.settings import load_settings
 
 
@@ -20,14 +20,12 @@ class _Process:
         return self.alive
 
 
-def _supervisor(workers_alive: bool, stopped_ago: float) -> lifecycle.Supervisor:
-    supervisor = lifecycle.Supervisor.__new__(lifecycle.Supervisor)
-    supervisor.settings = load_settings(
-        env_file=None, SHUTDOWN_DELAY=1, GRACEFUL_SHUTDOWN_TIMEOUT=2
-    )
-    supervisor.manager = SimpleNamespace(transient_processes=[_Process(workers_alive)])  # type: ignore[assignment]
-    supervisor.stopping_since = time.monotonic() - stopped_ago
-    return supervisor
+def _supervisor(workers_alive: bool, stopped_ago: float) -> supervisor.Supervisor:
+    watcher = supervisor.Supervisor.__new__(supervisor.Supervisor)
+    watcher.settings = load_settings(env_file=None, SHUTDOWN_DELAY=1, GRACEFUL_SHUTDOWN_TIMEOUT=2)
+    watcher.manager = SimpleNamespace(transient_processes=[_Process(workers_alive)])  # type: ignore[assignment]
+    watcher.stopping_since = time.monotonic() - stopped_ago
+    return watcher
 
 
 @pytest.fixture
@@ -37,9 +35,9 @@ def exits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     def fake_exit(code: int) -> Any:
         codes.append(code)
 
-    monkeypatch.setattr(lifecycle.os, "_exit", fake_exit)
-    monkeypatch.setattr(lifecycle.logging, "shutdown", lambda: None)
-    monkeypatch.setattr(lifecycle.multiprocessing, "active_children", list)
+    monkeypatch.setattr(supervisor.os, "_exit", fake_exit)
+    monkeypatch.setattr(supervisor.logging, "shutdown", lambda: None)
+    monkeypatch.setattr(supervisor.multiprocessing, "active_children", list)
     return codes
 
 
@@ -47,7 +45,7 @@ def test_exits_zero_once_the_drain_budget_has_passed_with_every_worker_gone(
     exits: list[int],
 ) -> None:
     _supervisor(
-        workers_alive=False, stopped_ago=1 + 2 + lifecycle.WEDGE_MARGIN + 1
+        workers_alive=False, stopped_ago=1 + 2 + supervisor.WEDGE_MARGIN + 1
     )._exit_if_wedged()
     assert exits == [0]
 

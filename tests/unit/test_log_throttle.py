@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from app import errors
-from app.logs import Throttle
+from app.http import errors
+from app.log_throttle import Throttle
 
 
 class Clock:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from app.logs import (
+from app.ops.logs import (
     ACCESS_LOGGER,
     JsonFormatter,
     OrderedHandler,

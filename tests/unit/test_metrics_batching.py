@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Histogram
 
-from app.metrics import LATENCY, RequestStats, add_observations
+from app.ops.metrics import LATENCY, RequestStats, add_observations
 
 DURATIONS = [0.0004, 0.001, 0.0011, 0.003, 0.05, 0.05, 0.7, 12.0, 0.0]
 

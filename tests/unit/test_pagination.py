@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from sanic.request import RequestParameters
 
-from app.pagination import (
+from app.items.pagination import (
     DEFAULT_LIMIT,
     SORTS,
     QueryError,

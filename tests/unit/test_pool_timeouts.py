@@ -7,7 +7,7 @@ import asyncio
 
 import asyncpg
 
-from app.pool import Database, TerminatingConnection
+from app.db.pool import Database, TerminatingConnection
 from tests.unit.test_pool_turns import bounded
 
 SLEEP = "SELECT pg_sleep(30)"
@@ -85,7 +85,7 @@ def test_a_cancelled_statement_ends_its_connection_and_the_pool_stays_whole(
                 task.cancel()
                 done, _ = await asyncio.wait({task}, timeout=1)
                 assert done and task.cancelled()
-            assert db.turns.free == 1 and db.waiting == 0
+            assert db.queue.free == 1 and db.waiting == 0
             assert await bounded(db.fetchval("SELECT pg_backend_pid()")) != before
             await bounded(_until_no_sleeper(watcher))
         finally:

@@ -1,7 +1,7 @@
-"""`Turns` and `Database` (app/pool.py): who gets the next pool connection, and for how long
+"""`FairQueue` and `Database` (app/pool.py): who gets the next pool connection, and for how long
 one may wait.
 
-The first tests drive `Turns` alone, the rest run a real asyncpg pool through `Database`. Every
+The first tests drive `FairQueue` alone, the rest run a real asyncpg pool through `Database`. Every
 await is bounded (`bounded`): a deadline that is never armed fails a test in seconds instead of
 hanging the run.
 """
@@ -16,7 +16,7 @@ from typing import TypeVar
 import asyncpg
 import pytest
 
-from app.pool import Database, Turns
+from app.db.pool import Database, FairQueue
 
 T = TypeVar("T")
 # Far above every wait these tests expect, far below a hung run.
@@ -51,7 +51,7 @@ def black_hole() -> Iterator[str]:
 
 def test_turns_go_in_arrival_order_and_a_newcomer_cannot_overtake() -> None:
     async def scenario() -> list[str]:
-        turns = Turns(1, timeout=5)
+        turns = FairQueue(1, timeout=5)
         granted: list[str] = []
 
         async def take(name: str) -> None:
@@ -81,7 +81,7 @@ def test_turns_go_in_arrival_order_and_a_newcomer_cannot_overtake() -> None:
 def test_a_waiter_gives_up_after_the_timeout_and_no_turn_is_lost() -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
-        turns = Turns(1, timeout=0.05)
+        turns = FairQueue(1, timeout=0.05)
         await bounded(turns.acquire())
         started = loop.time()
         first = asyncio.create_task(turns.acquire())
@@ -103,7 +103,7 @@ def test_a_waiter_gives_up_after_the_timeout_and_no_turn_is_lost() -> None:
 
 def test_a_cancelled_waiter_leaves_the_line() -> None:
     async def scenario() -> None:
-        turns = Turns(1, timeout=5)
+        turns = FairQueue(1, timeout=5)
         await bounded(turns.acquire())
         gone = asyncio.create_task(turns.acquire())
         next_in_line = asyncio.create_task(turns.acquire())
@@ -121,7 +121,7 @@ def test_a_cancelled_waiter_leaves_the_line() -> None:
 
 def test_a_turn_handed_to_a_waiter_cancelled_before_it_ran_is_passed_on() -> None:
     async def scenario() -> None:
-        turns = Turns(1, timeout=5)
+        turns = FairQueue(1, timeout=5)
         await bounded(turns.acquire())
         unlucky = asyncio.create_task(turns.acquire())
         next_in_line = asyncio.create_task(turns.acquire())

@@ -9,16 +9,11 @@ from typing import Any, cast
 
 import pytest
 
-from app.ratelimit import (
-    LocalLimiter,
-    Policy,
-    RedisLimiter,
-    address_key,
-    client_ip,
-    login_username,
-)
+from app.http.client import address_key, client_ip
+from app.ratelimit.middleware import login_username
+from app.ratelimit.policy import LocalLimiter, Policy, RedisLimiter
+from app.ratelimit.window_table import PROBES, WindowTable
 from app.settings import SettingsError, load_settings
-from app.window_table import PROBES, WindowTable
 from tests.support import free_port
 
 # Windows as the limiter gives them: the window [420, 480) of a minute policy, 10 s in.

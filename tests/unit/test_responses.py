@@ -4,7 +4,7 @@ import pytest
 from sanic import HTTPResponse
 from sanic.headers import format_http1_response
 
-from app.responses import Response
+from app.http.responses import Response
 
 HEADERS = {
     "ETag": '"v1"',

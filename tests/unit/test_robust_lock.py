@@ -15,9 +15,9 @@ import signal
 import time
 from typing import Any
 
-from app import robust_lock
-from app.robust_lock import RobustLock
-from app.window_table import WindowTable
+from app.ratelimit import robust_lock
+from app.ratelimit.robust_lock import RobustLock
+from app.ratelimit.window_table import WindowTable
 
 END, NOW = 480, 430
 # Generous for a loaded machine: a healthy check takes milliseconds; a wedged one, forever.

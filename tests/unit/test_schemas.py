@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from app.schemas import ItemIn, ItemPatch
+from app.items.schemas import ItemIn, ItemPatch
 
 
 def validate(model: type[BaseModel], data: dict[str, Any]) -> Any:

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from app.token_cache import RevokedTokens, Verdict, VerifiedTokens
+from app.auth.token_cache import RevokedTokens, Verdict, VerifiedTokens
 
 
 def test_claims_are_kept_until_the_token_expires() -> None:

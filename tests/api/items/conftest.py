@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 from sanic_testing.reusable import ReusableClient
 
-from app.server import create_app
+from app.factory import create_app
 from tests.support import app_settings, free_port
 
 

@@ -1,22 +1,22 @@
-"""The worker's database handle: the asyncpg pool, with a bounded wait for a connection.
+"""The worker's database handle: the asyncpg pool behind a fair queue, every wait bounded.
 
 `asyncpg.Pool.fetchrow` and friends wait forever for a free connection; a request that needs
 the database must instead fail fast (503) when the pool is exhausted or the server is gone.
 
-Waiters are also served first come, first served. asyncpg's pool hands connections out through
-an `asyncio.Queue`, which is not fair: a released connection wakes the longest waiter, but a
-request that arrives before that waiter runs takes the connection, and the waiter goes to the
-back of the line. Under load (64 connections on a pool of 10 per worker) some requests lost
-that race again and again: server-side p50 5.5 ms, p99 57 ms on GET /items/{id}, where a pool
-large enough never to wait gave a p99 of 21 ms. `Turns` (one turn per pool
-connection, handed out in arrival order) now decides who goes next; the pool's queue behind it
-then has a free connection for every turn holder.
+Waiters are served first come, first served. asyncpg's pool hands connections out through an
+`asyncio.Queue`, which is not fair: a released connection wakes the longest waiter, but a
+request that arrives before that waiter runs takes the connection, and under load some
+requests lose that race again and again (the tail, not the median, grows). `FairQueue` (one
+turn per pool connection, handed out in arrival order) decides who goes next; the pool's queue
+behind it then has a free connection for every turn holder
+(tests/unit/test_pool_turns.py).
 
 Every wait has one deadline. A call waits at most DB_ACQUIRE_TIMEOUT for a connection (the
 turn, then the pool, reconnecting included), and the statement gets what is left of
 DB_COMMAND_TIMEOUT after that wait, so a whole call ends within DB_COMMAND_TIMEOUT. A
 statement that times out, or whose caller is cancelled, ends its connection
-(`TerminatingConnection`) instead of waiting on a server that may never answer.
+(`TerminatingConnection`) instead of waiting on a server that may never answer. Connections
+are never recycled by asyncpg inside a call (app/db/wiring.py).
 """
 
 from __future__ import annotations
@@ -108,14 +108,14 @@ async def _send_cancel(
         log.debug("cancel request for backend %d not delivered: %r", backend_pid, exc)
 
 
-class Turns:
+class FairQueue:
     """At most `count` holders at once; the others wait in arrival order, each at most `timeout`
     seconds (then `acquire` raises TimeoutError).
 
     An `asyncio.Semaphore` (fair since Python 3.11.1) inside `asyncio.timeout` would do, but
-    makes a Timeout object and a timer per wait: 4 % of a worker's time on GET /items/{id} with
-    one worker, in a profile. Here all waits are equally long, so deadlines come in arrival
-    order and one timer, armed for the oldest waiter, serves the whole line.
+    makes a Timeout object and a timer per wait, on the hot path of every request. Here all
+    waits are equally long, so deadlines come in arrival order and one timer, armed for the
+    oldest waiter, serves the whole line.
     """
 
     __slots__ = ("free", "timeout", "timer", "waiters")
@@ -184,7 +184,7 @@ class Turns:
 class Database:
     """`fetch` / `fetchrow` / `fetchval` / `execute` on a pool connection held for one call."""
 
-    __slots__ = ("acquire_timeout", "command_timeout", "pool", "turns")
+    __slots__ = ("acquire_timeout", "command_timeout", "pool", "queue")
 
     def __init__(
         self, pool: asyncpg.Pool, acquire_timeout: float, command_timeout: float | None = None
@@ -193,12 +193,12 @@ class Database:
         self.acquire_timeout = acquire_timeout
         # The statement's budget after a wait for a connection; None: the pool's own timeout.
         self.command_timeout = command_timeout
-        self.turns = Turns(pool.get_max_size(), acquire_timeout)
+        self.queue = FairQueue(pool.get_max_size(), acquire_timeout)
 
     @property
     def waiting(self) -> int:
         """Calls waiting for a connection now (a gauge, app/metrics.py)."""
-        return self.turns.waiting
+        return self.queue.waiting
 
     async def acquire(self) -> asyncpg.Connection:
         """A pool connection within `acquire_timeout`, else TimeoutError; give it back with
@@ -207,7 +207,7 @@ class Database:
 
     async def _acquire(self) -> tuple[asyncpg.Connection, float | None]:
         """A connection, and the deadline its turn's wait ran to (None: there was no wait)."""
-        waited_until = await self.turns.acquire()
+        waited_until = await self.queue.acquire()
         deadline = waited_until
         if deadline is None:
             deadline = asyncio.get_running_loop().time() + self.acquire_timeout
@@ -219,7 +219,7 @@ class Database:
             async with asyncio.timeout_at(deadline):
                 return await self.pool.acquire(), waited_until
         except BaseException:
-            self.turns.release()
+            self.queue.release()
             raise
 
     def _statement_timeout(self, waited_until: float | None) -> float | None:
@@ -244,7 +244,7 @@ class Database:
                 return
             await self.pool.release(conn)
         finally:
-            self.turns.release()
+            self.queue.release()
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         conn, waited_until = await self._acquire()

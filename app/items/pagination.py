@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from app.schemas import MAX_PRICE
+from app.items.schemas import MAX_PRICE
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100

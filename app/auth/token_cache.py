@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from app.logs import Throttle
+from app.log_throttle import Throttle
 
 log = logging.getLogger("app.auth")
 

@@ -23,7 +23,7 @@ from sanic_ext.exceptions import ValidationError as SanicExtValidationError
 from sanic_jwt.exceptions import SanicJWTException
 from tortoise.exceptions import DoesNotExist, IntegrityError
 
-from app.auth import (
+from app.auth.tokens import (
     REALM,
     AuthBodyNotJson,
     AuthError,
@@ -31,14 +31,14 @@ from app.auth import (
     NotAuthenticated,
     ScopeMissing,
 )
-from app.bodies import MalformedJson
-from app.idempotency import BadIdempotencyKey, KeyInFlight, KeyReused
-from app.item_store import DuplicateSku, ItemNotFound, VersionMismatch
-from app.logs import Throttle
-from app.middleware import request_id, security_headers
-from app.pagination import QueryError
-from app.ratelimit import RateLimited
-from app.responses import Response
+from app.http.bodies import MalformedJson
+from app.http.middleware import request_id, security_headers
+from app.http.responses import Response
+from app.items.idempotency import BadIdempotencyKey, KeyInFlight, KeyReused
+from app.items.pagination import QueryError
+from app.items.store import DuplicateSku, ItemNotFound, VersionMismatch
+from app.log_throttle import Throttle
+from app.ratelimit.policy import RateLimited
 
 log = logging.getLogger("app.errors")
 

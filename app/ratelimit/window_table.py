@@ -6,8 +6,8 @@ import hashlib
 from multiprocessing.sharedctypes import RawArray
 from typing import Any
 
-from app import robust_lock
-from app.robust_lock import RobustLock
+from app.ratelimit import robust_lock
+from app.ratelimit.robust_lock import RobustLock
 
 # 65,536 clients per window per machine; beyond that the least-counted client in a probe
 # run is forgotten (it may then get a few more requests than its limit).

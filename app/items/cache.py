@@ -41,8 +41,7 @@ from typing import Any
 import asyncpg
 from sanic import Sanic
 
-from app.db import connect_direct
-from app.metrics import CACHE_HITS, CACHE_MISSES, Tally
+from app.db.wiring import connect_direct
 from app.settings import Settings
 
 log = logging.getLogger("app.cache")
@@ -61,8 +60,24 @@ LISTENER_NAME = "items-cache-listener"
 # A stamp is a process id (below 2**22, Linux's PID_MAX_LIMIT) under a microsecond count.
 _PID_BITS = 22
 _MICROS_MASK = (1 << (63 - _PID_BITS)) - 1  # wraps after 2**41 us, 25 days
-_HITS = Tally(CACHE_HITS.labels("items"))
-_MISSES = Tally(CACHE_MISSES.labels("items"))
+
+
+class Lookups:
+    """This process's cache hits and misses since the metrics flush last took them
+    (app/ops/metrics.py): a plain `+= 1` per lookup, no locked write to a metrics file."""
+
+    __slots__ = ("hits", "misses")
+
+    def __init__(self) -> None:
+        self.hits = self.misses = 0
+
+    def take(self) -> tuple[int, int]:
+        counts = self.hits, self.misses
+        self.hits = self.misses = 0
+        return counts
+
+
+LOOKUPS = Lookups()
 
 
 @dataclass(slots=True)
@@ -154,9 +169,9 @@ class ItemCache:
             and entry.epoch == self.epoch
             and entry.expires > time.monotonic()
         ):
-            _HITS.n += 1
+            LOOKUPS.hits += 1
             return entry
-        _MISSES.n += 1
+        LOOKUPS.misses += 1
         return None
 
     def snapshot(self, item_id: int) -> Snapshot:

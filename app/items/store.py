@@ -14,8 +14,8 @@ from typing import Any
 
 import asyncpg
 
-from app.pagination import SORTS, ListQuery
-from app.pool import Database
+from app.db.pool import Database
+from app.items.pagination import SORTS, ListQuery
 
 COLUMNS = (
     "id, name, description, sku, price::float8 AS price, quantity, version, created_at, updated_at"
@@ -24,7 +24,7 @@ WRITABLE = ("name", "description", "sku", "price", "quantity")
 MAX_ID = 2**63 - 1
 
 
-def _impossible(item_id: int) -> bool:
+def _cannot_exist(item_id: int) -> bool:
     # Ids are a bigint identity from 1: others cannot exist, and asyncpg cannot even send
     # one outside the bigint range.
     return not 0 < item_id <= MAX_ID
@@ -83,7 +83,7 @@ class Precondition:
 
 
 async def get_item(pool: Database, item_id: int) -> asyncpg.Record:
-    row = await pool.fetchrow(SQL_GET, item_id) if not _impossible(item_id) else None
+    row = await pool.fetchrow(SQL_GET, item_id) if not _cannot_exist(item_id) else None
     if row is None:
         raise ItemNotFound(item_id)
     return row
@@ -159,7 +159,7 @@ async def _missing_or_mismatch(
 async def replace_item(
     pool: Database, item_id: int, data: dict[str, Any], precondition: Precondition | None
 ) -> asyncpg.Record:
-    if _impossible(item_id):
+    if _cannot_exist(item_id):
         raise ItemNotFound(item_id)
     versions = precondition.sql_versions() if precondition else None
     try:
@@ -183,7 +183,7 @@ async def replace_item(
 async def patch_item(
     pool: Database, item_id: int, changes: dict[str, Any], precondition: Precondition | None
 ) -> asyncpg.Record:
-    if _impossible(item_id):
+    if _cannot_exist(item_id):
         raise ItemNotFound(item_id)
     if not changes:
         # Nothing to change: no new version, but the precondition still applies.
@@ -215,7 +215,7 @@ async def patch_item(
 
 
 async def delete_item(pool: Database, item_id: int, precondition: Precondition | None) -> None:
-    if _impossible(item_id):
+    if _cannot_exist(item_id):
         raise ItemNotFound(item_id)
     versions = precondition.sql_versions() if precondition else None
     deleted = await pool.fetchval(SQL_DELETE, item_id, versions)

@@ -29,7 +29,8 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 from sanic import HTTPResponse, Request
 from sanic.exceptions import Unauthorized
 
-from app import docs
+from app.http import openapi
+from app.items.cache import LOOKUPS
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -77,9 +78,12 @@ POOL_MAX = Gauge(
 WORKER_CRASHES = Counter(
     "items_worker_crashes_total", "Worker processes that died unexpectedly and were replaced."
 )
-# Cache lookups are counted through `Tally` (app/cache.py); `RATE_LIMITED.inc()` per 429.
+# Cache lookups are counted by the cache (app/items/cache.py `LOOKUPS`) and added at each
+# flush; `RATE_LIMITED.inc()` per 429.
 CACHE_HITS = Counter("items_cache_hits_total", "Cache lookups answered from the cache.", ["cache"])
 CACHE_MISSES = Counter("items_cache_misses_total", "Cache lookups that missed.", ["cache"])
+_CACHE_HITS = CACHE_HITS.labels("items")
+_CACHE_MISSES = CACHE_MISSES.labels("items")
 RATE_LIMITED = Counter("items_rate_limit_rejections_total", "Requests refused with 429.")
 BUILD_INFO = Gauge(
     "items_build_info",
@@ -158,31 +162,11 @@ class RequestStats:
                 child = _latency_children[(method, route)] = LATENCY.labels(method, route)
             add_observations(child, entry)
         IN_FLIGHT.set(self.started - self.finished)
-        for tally in _TALLIES:
-            tally.flush()
-
-
-class Tally:
-    """One counter child, counted per event as a plain integer and added at each flush.
-
-    For per-request events outside the request counters (cache hits and misses): `n += 1`
-    instead of a locked write to the metrics file each time.
-    """
-
-    __slots__ = ("child", "n")
-
-    def __init__(self, child: Any) -> None:
-        self.child = child
-        self.n = 0
-        _TALLIES.append(self)
-
-    def flush(self) -> None:
-        if self.n:
-            count, self.n = self.n, 0
-            self.child.inc(count)
-
-
-_TALLIES: list[Tally] = []
+        hits, misses = LOOKUPS.take()
+        if hits:
+            _CACHE_HITS.inc(hits)
+        if misses:
+            _CACHE_MISSES.inc(misses)
 
 
 def add_observations(histogram: Histogram, entry: list[float]) -> None:
@@ -274,7 +258,7 @@ def register(app: Sanic[Any, Any], settings: Settings) -> None:
     token = settings.METRICS_TOKEN.get_secret_value().encode()
     expected = b"Bearer " + token
 
-    @docs.metrics
+    @openapi.metrics
     async def metrics(request: Request) -> HTTPResponse:
         """Prometheus metrics of every worker process."""
         if token:

@@ -21,10 +21,10 @@ from sanic_ext.extensions.openapi.builders import OperationStore, SpecificationB
 from sanic_ext.extensions.openapi.definitions import RequestBody
 from sanic_ext.extensions.openapi.types import Schema
 
-from app.item_store import MAX_ID
-from app.pagination import DEFAULT_LIMIT, MAX_LIMIT, MAX_QUERY_LENGTH, SORTS
-from app.schemas import MAX_PRICE, ItemIn, ItemOut, ItemPage, ItemPatch
-from app.users import MAX_PASSWORD_LENGTH, USERNAME
+from app.auth.users import MAX_PASSWORD_LENGTH, USERNAME
+from app.items.pagination import DEFAULT_LIMIT, MAX_LIMIT, MAX_QUERY_LENGTH, SORTS
+from app.items.schemas import MAX_PRICE, ItemIn, ItemOut, ItemPage, ItemPatch
+from app.items.store import MAX_ID
 
 H = TypeVar("H", bound=Callable[..., Any])
 

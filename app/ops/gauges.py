@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Gauge
 
-from app.pool import untraced
+from app.db.pool import untraced
+from app.ops.tls import NOT_AFTER_ENV
 from app.settings import Settings
-from app.tls import NOT_AFTER_ENV
 
 if TYPE_CHECKING:
     from sanic import Sanic

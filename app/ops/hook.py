@@ -15,14 +15,15 @@ from sanic import Request, Sanic
 from sanic.app import ctx_type
 from sanic.config import Config
 
-from app import metrics, ratelimit
-from app.logs import ACCESS_LOGGER, request_id_var, write_access_json
-from app.middleware import request_id
+from app.http.client import client_ip
+from app.http.middleware import request_id
+from app.ops import metrics
+from app.ops.logs import ACCESS_LOGGER, request_id_var, write_access_json
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
-    from app.balance import Balancer
+    from app.ops.balance import Balancer
 
 access_log = logging.getLogger(ACCESS_LOGGER)
 
@@ -98,7 +99,7 @@ class ObservedSanic(Sanic[Config, ctx_type]):
     async def _handle_traced(self, request: Request, tracer: Tracer) -> None:
         from opentelemetry.trace import SpanKind, Status, StatusCode
 
-        from app.tracing import parent_context
+        from app.ops.tracing import parent_context
 
         # OpenTelemetry's HTTP conventions: an unknown method is `_OTHER` (the token as sent
         # in `http.request.method_original`) and names its span `HTTP`, so a client cannot
@@ -136,10 +137,10 @@ class ObservedSanic(Sanic[Config, ctx_type]):
             duration_ms = round(seconds * 1000, 3)
             size = len(body) if body else 0
             # The address rate limits count (X-Forwarded-For only from TRUSTED_PROXIES).
-            client_ip = ratelimit.client_ip(request, self.trusted_proxies)
+            address = client_ip(request, self.trusted_proxies)
             if self.fast_json_access and access_log.isEnabledFor(logging.INFO):
                 write_access_json(
-                    request.method, route, request.path, status, duration_ms, size, client_ip
+                    request.method, route, request.path, status, duration_ms, size, address
                 )
                 return
             access_log.info(
@@ -149,7 +150,7 @@ class ObservedSanic(Sanic[Config, ctx_type]):
                 status,
                 duration_ms,
                 size,
-                client_ip,
+                address,
                 extra={
                     "method": request.method,
                     "route": route,
@@ -157,6 +158,6 @@ class ObservedSanic(Sanic[Config, ctx_type]):
                     "status": status,
                     "duration_ms": duration_ms,
                     "bytes": size,
-                    "client_ip": client_ip,
+                    "client_ip": address,
                 },
             )

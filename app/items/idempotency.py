@@ -42,9 +42,9 @@ import asyncpg
 import orjson
 from sanic import HTTPResponse, Request, Sanic
 
-from app.pool import Database
-from app.ratelimit import caller_key
-from app.responses import Response
+from app.auth.identity import caller_key
+from app.db.pool import Database
+from app.http.responses import Response
 from app.settings import Settings
 
 log = logging.getLogger("app.idempotency")
@@ -164,12 +164,12 @@ Create = Callable[[asyncpg.Connection], Awaitable[StoredResponse]]
 
 
 async def create_once(
-    db: Database, scope: str, key: str, print_: str, ttl: int, create: Create
+    db: Database, scope: str, key: str, fingerprint_: str, ttl: int, create: Create
 ) -> tuple[StoredResponse, bool]:
     """Run `create` at most once for (scope, key); returns the response and whether replayed."""
-    stored = await db.fetchrow(SQL_CLAIM, scope, key, print_, float(ttl))
+    stored = await db.fetchrow(SQL_CLAIM, scope, key, fingerprint_, float(ttl))
     if stored is not None:
-        if stored["fingerprint"] != print_:
+        if stored["fingerprint"] != fingerprint_:
             raise KeyReused()
         return _stored(stored), True
     conn = await db.acquire()
@@ -180,11 +180,11 @@ async def create_once(
                 # Purged between claim and lock (it had expired): the caller simply retries.
                 raise KeyInFlight()
             if row["live"] and row["status"] is not None:
-                if row["fingerprint"] != print_:
+                if row["fingerprint"] != fingerprint_:
                     raise KeyReused()
                 return _stored(row), True
-            if not row["live"] or row["fingerprint"] != print_:
-                await conn.execute(SQL_RECLAIM, row["id"], print_, float(ttl))
+            if not row["live"] or row["fingerprint"] != fingerprint_:
+                await conn.execute(SQL_RECLAIM, row["id"], fingerprint_, float(ttl))
             response = await create(conn)
             await conn.execute(
                 SQL_FINISH,
@@ -197,7 +197,7 @@ async def create_once(
             return response, False
     except asyncpg.LockNotAvailableError:
         held = await conn.fetchval(SQL_PEEK, scope, key)
-        if held is not None and held != print_:
+        if held is not None and held != fingerprint_:
             raise KeyReused() from None
         raise KeyInFlight() from None
     finally:

@@ -1,10 +1,6 @@
-"""Start-up, graceful drain, shutdown and worker crashes.
+"""The main process's supervisor thread.
 
-Per worker: on SIGTERM/SIGINT the worker marks itself draining (readiness answers 503) and keeps
-serving for SHUTDOWN_DELAY so a load balancer can notice, then Sanic stops accepting, lets
-in-flight requests finish (up to GRACEFUL_SHUTDOWN_TIMEOUT) and closes the pools.
-
-In the main process a supervisor thread
+It
 - replaces a worker that died (SIGKILL, OOM kill) and logs it; Sanic 25.12 on its own only
   notes the failure and keeps running with one worker fewer;
 - holds back a SIGTERM that arrives while workers are still starting (Sanic's manager can wait
@@ -16,20 +12,15 @@ In the main process a supervisor thread
 
 from __future__ import annotations
 
-import asyncio
-import gc
 import logging
 import multiprocessing
 import os
-import shutil
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
 import traceback
-from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -40,76 +31,29 @@ if TYPE_CHECKING:
     from sanic.worker.manager import WorkerManager
     from sanic.worker.process import WorkerProcess
 
+
 log = logging.getLogger("app.lifecycle")
 
+
 POLL_SECONDS = 0.2
+
+
 # The listener closes this long before the workers stop accepting (more than a poll): a
 # connection the kernel queued after they stopped would be reset once its request was sent,
 # which a load balancer may not resend (a POST), where a refused connect it always can.
 LISTENER_LEAD_SECONDS = 0.3
+
+
 # Sanic's own limit for workers to acknowledge start-up (WorkerProcess.THRESHOLD, 30 s).
 STARTUP_LIMIT_SECONDS = 30.0
+
+
 # Past SHUTDOWN_DELAY + GRACEFUL_SHUTDOWN_TIMEOUT, how long a main process whose workers have all
 # exited may take to return before it is ended (see Supervisor._exit_if_wedged).
 WEDGE_MARGIN = 5.0
+
+
 SERVER_PROCESS_PREFIX = "Sanic-Server-"
-
-
-def prepare_metrics_dir(settings: Settings) -> Path:
-    """Create (or empty) prometheus-client's multiprocess folder and return it.
-
-    Must run before `prometheus_client` is first imported in the main process (it decides
-    on multiprocess mode at import), so this module never imports it.
-    """
-    if settings.METRICS_DIR is None:
-        return Path(tempfile.mkdtemp(prefix="items-metrics-"))
-    folder = settings.METRICS_DIR.resolve()
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    return folder
-
-
-def register(app: Sanic[Any, Any], settings: Settings) -> None:
-    """Wire the drain into each worker and the supervisor into the main process."""
-
-    @app.before_server_stop
-    async def drain(app: Sanic[Any, Any]) -> None:
-        app.ctx.draining = True
-        if settings.SHUTDOWN_DELAY:
-            log.info("draining: readiness is 503; serving %.1f s more", settings.SHUTDOWN_DELAY)
-            await asyncio.sleep(settings.SHUTDOWN_DELAY)
-        log.info("draining: no new connections; finishing in-flight requests")
-
-    @app.main_process_ready
-    async def supervise(app: Sanic[Any, Any]) -> None:
-        supervisor = Supervisor(app, settings)
-        supervisor.start()
-        if settings.METRICS_ENABLED and settings.METRICS_PORT:
-            from app import metrics
-
-            metrics.serve_separately(settings)
-            log.info(
-                "metrics on http://%s:%d/metrics", settings.METRICS_HOST, settings.METRICS_PORT
-            )
-
-
-def freeze_startup_heap(app: Sanic[Any, Any]) -> None:
-    """Keep the objects of start-up out of every later garbage collection, in each worker.
-
-    Register it last, so it runs after the other start-up listeners. A worker holds about 85,000
-    tracked objects after start-up (Sanic, sanic-ext, Tortoise, pydantic, the routes), nearly all
-    alive until it exits; each full collection walked all of them, 25 to 35 ms in which the
-    worker answered nothing: a slowest-percentile stall for every connection it held (issue 9,
-    GET p99). `gc.freeze()` moves them to the permanent generation, so a full collection walks
-    only what was made since. Reference counting still frees frozen objects; only cycles among
-    them are never collected, and start-up leaves few of those after the `gc.collect()` first.
-    """
-
-    @app.after_server_start
-    async def freeze(app: Sanic[Any, Any]) -> None:  # noqa: ARG001
-        gc.collect()
-        gc.freeze()
 
 
 class Supervisor(threading.Thread):
@@ -204,7 +148,7 @@ class Supervisor(threading.Thread):
         return len(states) >= self.manager.num_server and all(s.get("serving") for s in states)
 
     def _replace(self, process: WorkerProcess, pid: int) -> None:
-        from app import metrics
+        from app.ops import metrics
 
         exitcode = process.exitcode
         how = f"signal {_name(-exitcode)}" if exitcode and exitcode < 0 else f"exit {exitcode}"
@@ -265,12 +209,3 @@ def _name(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return str(signum)
-
-
-def worker_app(settings: Settings) -> Sanic[Any, Any]:
-    """The app factory `serve` hands to Sanic: each spawned worker logs like the main process."""
-    from app.logs import configure_logging
-    from app.server import create_app
-
-    configure_logging(settings)
-    return create_app(settings)

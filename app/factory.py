@@ -1,43 +1,46 @@
-"""The application factory."""
+"""The application factory: `create_app`, the typed context every worker shares, the app each
+spawned worker builds, and the plain-HTTP redirect app beside it.
+
+The only module that wires `app.ops` and `app.ratelimit` into an app (the import contract in
+pyproject.toml).
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
+from sanic import HTTPResponse, Request, Sanic, redirect
 from sanic_ext import Extend
 from sanic_ext.extensions.http.extension import HTTPExtension
 from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 from tortoise.context import TortoiseContext
 
-from app import (
-    auth,
-    balance,
-    cache,
-    db,
-    health,
-    idempotency,
-    items,
-    lifecycle,
-    logs,
-    metrics,
-    middleware,
-    ops_gauges,
-    ratelimit,
-    swagger_ui,
-    tracing,
-)
-from app.bodies import JsonRequest
-from app.errors import ProblemHandler
-from app.observability import ObservedSanic
-from app.pool import Database
+from app.auth import endpoints as auth
+from app.db import wiring as db
+from app.db.pool import Database
+from app.http import middleware, swagger_ui
+from app.http.bodies import JsonRequest
+from app.http.errors import ProblemHandler
+from app.items import cache, idempotency
+from app.items import routes as items
+from app.ops import balance, gauges, health, lifecycle, logs, metrics, tracing
+from app.ops.hook import ObservedSanic
+from app.ops.tls import REDIRECT_APP
+from app.ratelimit import middleware as ratelimit
+from app.ratelimit.policy import Limiter
 from app.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
 
 APP_NAME = "items"
+# The redirect app answers every method; a hostname it cannot vouch for becomes localhost.
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+_HOSTNAME = re.compile(r"[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
 
 
 @dataclass
@@ -53,7 +56,7 @@ class AppContext:
     span_exporter: SpanExporter | None = None
     tracer_provider: Any = None
     # Traffic control (app/ratelimit.py, app/cache.py, app/idempotency.py); None when off.
-    limiter: ratelimit.Limiter | None = None
+    limiter: Limiter | None = None
     item_cache: cache.ItemCache | None = None
     # The worker's last readiness result, shared by every probe for a second (app/health.py).
     readiness: health.Readiness = field(default_factory=health.Readiness)
@@ -106,7 +109,7 @@ def create_app(settings: Settings | None = None) -> ItemsApp:
     tracing.register(app, settings)  # before db: the pool's handle traces when this is on
     db.register(app)
     metrics.register(app, settings)
-    ops_gauges.register(app, settings)  # readiness, TLS days left, idempotency backlog
+    gauges.register(app, settings)  # readiness, TLS days left, idempotency backlog
     lifecycle.register(app, settings)
     balance.register(app)
     ratelimit.register(app)
@@ -116,4 +119,59 @@ def create_app(settings: Settings | None = None) -> ItemsApp:
     app.blueprint(items.bp)
     auth.register(app, settings)  # POST /auth, /auth/refresh, /auth/logout, GET /auth/me
     lifecycle.freeze_startup_heap(app)  # last: after every other start-up listener
+    return app
+
+
+def worker_app(settings: Settings) -> Sanic[Any, Any]:
+    """The app factory `serve` hands to Sanic: each spawned worker logs like the main process."""
+    from app.factory import create_app
+    from app.ops.logs import configure_logging
+
+    configure_logging(settings)
+    return create_app(settings)
+
+
+def with_redirect_app(factory: Any, settings: Settings) -> Sanic[Any, Any]:
+    """Build the API app with `factory`, and beside it the redirect app when configured.
+
+    `serve` hands this to Sanic's AppLoader: every worker must build both apps, since
+    Sanic starts a secondary app's server in each worker by looking it up by name.
+    """
+    app: Sanic[Any, Any] = factory(settings)
+    if settings.tls_enabled and settings.HTTP_REDIRECT_PORT:
+        create_redirect_app(settings)
+    return app
+
+
+def create_redirect_app(settings: Settings) -> Sanic[Any, Any]:
+    """A plain-HTTP app that answers everything with 308 to the same URL over HTTPS."""
+    app: Sanic[Any, Any] = Sanic(
+        REDIRECT_APP,
+        ctx=SimpleNamespace(settings=settings),
+        error_handler=ProblemHandler(),
+        configure_logging=False,
+    )
+    app.config.update(
+        MOTD=False,
+        AUTO_RELOAD=False,
+        ACCESS_LOG=False,
+        REQUEST_MAX_SIZE=1024,
+        REQUEST_MAX_HEADER_SIZE=settings.REQUEST_MAX_HEADER_SIZE,
+        REQUEST_TIMEOUT=settings.REQUEST_TIMEOUT,
+        KEEP_ALIVE_TIMEOUT=settings.KEEP_ALIVE_TIMEOUT,
+    )
+    port = "" if settings.PORT == 443 else f":{settings.PORT}"
+
+    async def to_https(request: Request, path: str = "") -> HTTPResponse:
+        del path
+        # The Host header is the client's own; anything odd falls back to localhost.
+        host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+        if not _HOSTNAME.fullmatch(host):
+            host = "localhost"
+        query = f"?{request.query_string}" if request.query_string else ""
+        return redirect(f"https://{host}{port}{request.path}{query}", status=308)
+
+    app.add_route(to_https, "/", methods=_ALL_METHODS, name="root")
+    app.add_route(to_https, "/<path:path>", methods=_ALL_METHODS, name="any")
+    middleware.register(app)
     return app

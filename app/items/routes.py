@@ -12,13 +12,14 @@ import orjson
 from sanic import Blueprint, HTTPResponse, Request, empty
 from sanic_ext import validate
 
-from app import docs, idempotency, item_store
-from app.auth import SCOPE_WRITE, require_scope
-from app.conditional import etag, if_match, none_match
-from app.errors import UnsupportedMediaType
-from app.pagination import encode_cursor, parse_list_query
-from app.responses import Response
-from app.schemas import ItemIn, ItemPatch
+from app.auth.tokens import SCOPE_WRITE, require_scope
+from app.http import openapi
+from app.http.errors import UnsupportedMediaType
+from app.http.responses import Response
+from app.items import idempotency, store
+from app.items.conditional import etag, if_match, none_match
+from app.items.pagination import encode_cursor, parse_list_query
+from app.items.schemas import ItemIn, ItemPatch
 
 bp = Blueprint("items", url_prefix="/items")
 
@@ -56,7 +57,7 @@ def _item_response(row: asyncpg.Record, status: int = 200, **headers: str) -> HT
     return Response(_item_body(row), status=status, headers=headers, content_type=JSON)
 
 
-def _written(request: Request, item_id: int) -> None:
+def invalidate_cached(request: Request, item_id: int) -> None:
     """A write to `item_id` committed: drop it from every worker's read cache before replying."""
     cache = request.app.ctx.item_cache
     if cache is not None:
@@ -65,12 +66,12 @@ def _written(request: Request, item_id: int) -> None:
 
 # `ctx_auth_read`: needs a token with items:read (or items:write) when AUTH_REQUIRED_FOR_READS.
 @bp.get("", ctx_auth_read=True)
-@docs.list_items
+@openapi.list_items
 async def list_items(request: Request) -> HTTPResponse:
     """List items, one keyset-paginated page at a time."""
     # Blank values kept: `limit=` is a malformed limit (400), not an absent one.
     query = parse_list_query(request.get_args(keep_blank_values=True))
-    rows, has_more = await item_store.list_items(request.app.ctx.db, query)
+    rows, has_more = await store.list_items(request.app.ctx.db, query)
     next_cursor = encode_cursor(query.sort, rows[-1]) if has_more else None
     body = orjson.dumps(
         {"items": [dict(row) for row in rows], "next_cursor": next_cursor}, option=_DUMPS_OPTIONS
@@ -84,7 +85,7 @@ async def list_items(request: Request) -> HTTPResponse:
 
 
 @bp.post("")
-@docs.create_item
+@openapi.create_item
 @require_scope(SCOPE_WRITE)
 @accepts(JSON)
 @validate(json=ItemIn)
@@ -93,13 +94,13 @@ async def create_item(request: Request, body: ItemIn) -> HTTPResponse:
     data = body.model_dump()
     key = idempotency.key_of(request)
     if key is None:
-        row = await item_store.create_item(request.app.ctx.db, data)
-        _written(request, row["id"])  # ids are never reused, unless the table was reset
+        row = await store.create_item(request.app.ctx.db, data)
+        invalidate_cached(request, row["id"])  # ids are never reused, unless the table was reset
         return _item_response(row, 201, Location=f"/items/{row['id']}")
 
     async def create(conn: asyncpg.Connection) -> idempotency.StoredResponse:
-        row = await item_store.create_item(conn, data)
-        _written(request, row["id"])
+        row = await store.create_item(conn, data)
+        invalidate_cached(request, row["id"])
         headers = {"Location": f"/items/{row['id']}", "ETag": etag(row["version"])}
         headers["Content-Type"] = JSON
         return idempotency.StoredResponse(201, headers, _item_body(row), row["id"])
@@ -108,7 +109,7 @@ async def create_item(request: Request, body: ItemIn) -> HTTPResponse:
 
 
 @bp.get("/<item_id:int>", ctx_auth_read=True)
-@docs.get_item
+@openapi.get_item
 async def get_item(request: Request, item_id: int) -> HTTPResponse:
     """Read one item; `If-None-Match` with its current ETag gives 304."""
     cache = request.app.ctx.item_cache
@@ -117,7 +118,7 @@ async def get_item(request: Request, item_id: int) -> HTTPResponse:
         version, body = entry.version, entry.body
     else:
         seen = cache.snapshot(item_id) if cache is not None else None
-        row = await item_store.get_item(request.app.ctx.db, item_id)
+        row = await store.get_item(request.app.ctx.db, item_id)
         version, body = row["version"], _item_body(row)
         if seen is not None:
             cache.put(item_id, seen, version, body)
@@ -127,40 +128,38 @@ async def get_item(request: Request, item_id: int) -> HTTPResponse:
 
 
 @bp.put("/<item_id:int>")
-@docs.replace_item
+@openapi.replace_item
 @require_scope(SCOPE_WRITE)
 @accepts(JSON)
 @validate(json=ItemIn)
 async def replace_item(request: Request, item_id: int, body: ItemIn) -> HTTPResponse:
     """Replace an item whole; `If-Match` makes it conditional."""
-    row = await item_store.replace_item(
+    row = await store.replace_item(
         request.app.ctx.db, item_id, body.model_dump(), if_match(request.headers.get("if-match"))
     )
-    _written(request, item_id)
+    invalidate_cached(request, item_id)
     return _item_response(row)
 
 
 @bp.patch("/<item_id:int>")
-@docs.patch_item
+@openapi.patch_item
 @require_scope(SCOPE_WRITE)
 @accepts(JSON, MERGE_PATCH)
 @validate(json=ItemPatch)
 async def patch_item(request: Request, item_id: int, body: ItemPatch) -> HTTPResponse:
     """Change some fields of an item (JSON merge patch); `If-Match` makes it conditional."""
-    row = await item_store.patch_item(
+    row = await store.patch_item(
         request.app.ctx.db, item_id, body.changes(), if_match(request.headers.get("if-match"))
     )
-    _written(request, item_id)
+    invalidate_cached(request, item_id)
     return _item_response(row)
 
 
 @bp.delete("/<item_id:int>")
-@docs.delete_item
+@openapi.delete_item
 @require_scope(SCOPE_WRITE)
 async def delete_item(request: Request, item_id: int) -> HTTPResponse:
     """Delete an item; `If-Match` makes it conditional."""
-    await item_store.delete_item(
-        request.app.ctx.db, item_id, if_match(request.headers.get("if-match"))
-    )
-    _written(request, item_id)
+    await store.delete_item(request.app.ctx.db, item_id, if_match(request.headers.get("if-match")))
+    invalidate_cached(request, item_id)
     return empty(status=204)

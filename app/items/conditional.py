@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from app.item_store import Precondition
+from app.items.store import Precondition
 
 # Our tags exactly, between optional spaces and tabs (RFC 9110 OWS): ASCII digits without a
 # leading zero, since tags compare as strings ("v01" is not "v1", nor is "v\u0661").

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import asyncpg
 
-from app import users
+from app.auth import users
 from app.settings import Settings
 
 log = logging.getLogger("app.dev_user")
@@ -52,7 +52,7 @@ def _new_password(path: Path) -> str:
 
 async def ensure(settings: Settings) -> None:
     """Create the development user when it does not exist yet; log how to get its token."""
-    from app.db import connect_direct
+    from app.db.wiring import connect_direct
 
     username = settings.dev_user
     if username is None:

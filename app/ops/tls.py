@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
-from sanic import HTTPResponse, Request, Sanic, redirect
+from sanic import Sanic
 
 from app.settings import Settings, SettingsError
 
@@ -30,9 +27,6 @@ CERT_FILE = "fullchain.pem"
 KEY_FILE = "privkey.pem"
 DEV_CERT_DAYS = 365
 DEV_NAMES = ("localhost", "127.0.0.1", "::1")
-REDIRECT_APP = "items-redirect"
-_HOSTNAME = re.compile(r"[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
-_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # Set by `python -m app serve` after `check_files`, read by workers' readiness (app/health.py).
 NOT_AFTER_ENV = "ITEMS_TLS_NOT_AFTER"
 
@@ -199,55 +193,6 @@ def server_ssl(settings: Settings) -> dict[str, str] | None:
     return {"cert": str(settings.tls_cert), "key": str(settings.tls_key)}
 
 
-def with_redirect_app(factory: Any, settings: Settings) -> Sanic[Any, Any]:
-    """Build the API app with `factory`, and beside it the redirect app when configured.
-
-    `serve` hands this to Sanic's AppLoader: every worker must build both apps, since
-    Sanic starts a secondary app's server in each worker by looking it up by name.
-    """
-    app: Sanic[Any, Any] = factory(settings)
-    if settings.tls_enabled and settings.HTTP_REDIRECT_PORT:
-        create_redirect_app(settings)
-    return app
-
-
-def create_redirect_app(settings: Settings) -> Sanic[Any, Any]:
-    """A plain-HTTP app that answers everything with 308 to the same URL over HTTPS."""
-    from app import middleware
-    from app.errors import ProblemHandler
-
-    app: Sanic[Any, Any] = Sanic(
-        REDIRECT_APP,
-        ctx=SimpleNamespace(settings=settings),
-        error_handler=ProblemHandler(),
-        configure_logging=False,
-    )
-    app.config.update(
-        MOTD=False,
-        AUTO_RELOAD=False,
-        ACCESS_LOG=False,
-        REQUEST_MAX_SIZE=1024,
-        REQUEST_MAX_HEADER_SIZE=settings.REQUEST_MAX_HEADER_SIZE,
-        REQUEST_TIMEOUT=settings.REQUEST_TIMEOUT,
-        KEEP_ALIVE_TIMEOUT=settings.KEEP_ALIVE_TIMEOUT,
-    )
-    port = "" if settings.PORT == 443 else f":{settings.PORT}"
-
-    async def to_https(request: Request, path: str = "") -> HTTPResponse:
-        del path
-        # The Host header is the client's own; anything odd falls back to localhost.
-        host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
-        if not _HOSTNAME.fullmatch(host):
-            host = "localhost"
-        query = f"?{request.query_string}" if request.query_string else ""
-        return redirect(f"https://{host}{port}{request.path}{query}", status=308)
-
-    app.add_route(to_https, "/", methods=_ALL_METHODS, name="root")
-    app.add_route(to_https, "/<path:path>", methods=_ALL_METHODS, name="any")
-    middleware.register(app)
-    return app
-
-
 def prepare_redirect(settings: Settings) -> None:
     """Listen on HTTP_REDIRECT_PORT too (call after the API app's `prepare`)."""
     if settings.tls_enabled and settings.HTTP_REDIRECT_PORT:
@@ -258,3 +203,6 @@ def prepare_redirect(settings: Settings) -> None:
             motd=False,
             auto_reload=False,
         )
+
+
+REDIRECT_APP = "items-redirect"

@@ -13,11 +13,12 @@ from typing import Any
 import orjson
 from sanic import Blueprint, HTTPResponse, Request
 
-from app import docs
-from app.db import MIGRATIONS_DIR, MODELS_APP
-from app.pool import Database
+from app.db.migrate import MIGRATIONS_DIR
+from app.db.pool import Database
+from app.db.wiring import MODELS_APP
+from app.http import openapi
+from app.ops.tls import NOT_AFTER_ENV
 from app.settings import Settings
-from app.tls import NOT_AFTER_ENV
 
 bp = Blueprint("health", url_prefix="/health")
 
@@ -27,7 +28,7 @@ READY_MAX_AGE = 1.0
 SQL_APPLIED = "SELECT version FROM aerich WHERE app = $1"
 
 
-@docs.liveness
+@openapi.liveness
 async def liveness(request: Request) -> HTTPResponse:  # noqa: ARG001
     """Liveness: the process answers; no I/O."""
     # An explicit type: Sanic would otherwise send the literal header "content-type: None".
@@ -38,7 +39,7 @@ bp.add_route(liveness, "", methods=["GET", "HEAD"])
 
 
 @bp.get("/ready")
-@docs.readiness
+@openapi.readiness
 async def readiness(request: Request) -> HTTPResponse:
     """Readiness: database, migrations, TLS certificate, Redis; 503 when one fails or draining."""
     ctx = request.app.ctx
