@@ -88,6 +88,11 @@ def _measure(
         f"{m.rps:>9,.0f} req/s  p50 {m.p50_ms:6.2f} ms  "
         f"p99 {m.p99_ms:7.2f} ms  "
         + (f"slowest {m.slowest_ms:7.1f} ms ({m.over_250ms} > 250 ms)  " if m.slowest_ms else "")
+        + (
+            f"CPU {m.server_cpu_us:4.0f} / {m.postgres_cpu_us:4.0f} us/req  "
+            if m.server_cpu_us is not None and m.postgres_cpu_us is not None
+            else ""
+        )
         + f"errors {m.errors}"
         + (f" {m.statuses} {m.socket_errors}" if m.errors else ""),
         flush=True,

@@ -35,6 +35,10 @@ class Summary:
     # rounds, and how many took longer than 250 ms.
     slowest_ms: dict[str, float] = field(default_factory=dict)
     over_250ms: dict[str, int] = field(default_factory=dict)
+    # Per server: medians over rounds of CPU microseconds per request, the server's process
+    # tree and PostgreSQL's (harness/cpu.py).
+    server_cpu_us: dict[str, float] = field(default_factory=dict)
+    postgres_cpu_us: dict[str, float] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
@@ -123,9 +127,28 @@ def summarise(measurements: list[Measurement], opts: Options) -> list[Summary]:
                     for n, ms in by_server.items()
                     if any(m.over_250ms is not None for m in ms)
                 },
+                server_cpu_us=_median_of(by_server, "server_cpu_us"),
+                postgres_cpu_us=_median_of(by_server, "postgres_cpu_us"),
             )
         )
     return summaries
+
+
+def _median_of(by_server: dict[str, list[Measurement]], attribute: str) -> dict[str, float]:
+    """Per server, the median of a measurement's figure over the rounds that have it."""
+    medians = {}
+    for name, ms in by_server.items():
+        values = [getattr(m, attribute) for m in ms if getattr(m, attribute) is not None]
+        if values:
+            medians[name] = statistics.median(values)
+    return medians
+
+
+def _cpu(summary: Summary, server: str) -> str:
+    """`server / PostgreSQL` CPU microseconds per request."""
+    if server not in summary.server_cpu_us:
+        return ""
+    return f"{summary.server_cpu_us[server]:.0f} / {summary.postgres_cpu_us[server]:.0f}"
 
 
 def _table(head: list[str], rows: list[list[str]]) -> list[str]:
@@ -153,6 +176,7 @@ def _wide(summaries: list[Summary], servers: list[str]) -> list[str]:
         head += [f"{s} p50 ms", f"{s} p99 ms"]
     logged = [s for s in servers if any(s in x.slowest_ms for x in summaries)]
     head += [f"{s} slowest ms (> 250 ms)" for s in logged]
+    head += [f"{s} CPU µs/req server / PG" for s in servers]
     head += ["errors", "result"]
     rows = []
     for summary in summaries:
@@ -163,6 +187,7 @@ def _wide(summaries: list[Summary], servers: list[str]) -> list[str]:
         for s in servers:
             row += [f"{summary.p50_ms[s]:.2f}", f"{summary.p99_ms[s]:.2f}"]
         row += [_slowest(summary, s) for s in logged]
+        row += [_cpu(summary, s) for s in servers]
         row.append(" / ".join(str(summary.errors[s]) for s in servers))
         row.append("FAIL" if summary.failed else "ok")
         rows.append(row)
@@ -172,7 +197,7 @@ def _wide(summaries: list[Summary], servers: list[str]) -> list[str]:
 def _long(summaries: list[Summary], servers: list[str]) -> list[str]:
     """One row per scenario and server: each copy of a server against its reference."""
     head = ["scenario", "server", "req/s", "vs ref", "p99 vs ref", "ratio", "p99 ratio"]
-    head += ["p50 ms", "p99 ms", "slowest ms (> 250 ms)", "errors"]
+    head += ["p50 ms", "p99 ms", "slowest ms (> 250 ms)", "CPU µs/req server / PG", "errors"]
     rows = []
     for summary in summaries:
         for s in servers:
@@ -189,6 +214,7 @@ def _long(summaries: list[Summary], servers: list[str]) -> list[str]:
                     f"{summary.p50_ms[s]:.2f}",
                     f"{summary.p99_ms[s]:.2f}",
                     _slowest(summary, s),
+                    _cpu(summary, s),
                     str(summary.errors[s]) + (" FAIL" if summary.errors[s] else ""),
                 ]
             )
@@ -287,6 +313,8 @@ def write_report(
                 "p99_vs_ref": s.p99_vs_ref,
                 "slowest_ms": s.slowest_ms,
                 "over_250ms": s.over_250ms,
+                "server_cpu_us": s.server_cpu_us,
+                "postgres_cpu_us": s.postgres_cpu_us,
                 "failed": s.failed,
             }
             for s in summaries

@@ -13,6 +13,7 @@ from typing import Any
 
 from harness import LUA_DIR, BenchError
 from harness.accesslog import log_offset, slowest_since
+from harness.cpu import per_request_us, sample
 from harness.options import SCENARIOS, Options
 from harness.servers import Server
 
@@ -86,6 +87,10 @@ class Measurement:
     slowest_ms: float | None = None
     slowest_route: str | None = None
     over_250ms: int | None = None
+    # CPU per request during the measurement (harness/cpu.py): the server's process tree and
+    # PostgreSQL's processes.
+    server_cpu_us: float | None = None
+    postgres_cpu_us: float | None = None
 
 
 def wrk_command(wrk: str, server: Server, script: Path, opts: Options, duration: int) -> list[str]:
@@ -152,8 +157,13 @@ def measure(
     if opts.warmup:
         run_wrk(wrk, server, script, opts, opts.warmup, raw_log)
     offset = log_offset(server.log_path)
+    session = server.process.pid if server.process is not None else None
+    cpu_before = sample(session)
     raw = run_wrk(wrk, server, script, opts, opts.duration, raw_log)
+    cpu_after = sample(session)
     measurement = to_measurement(raw, server, scenario, round_no)
+    server_us, postgres_us = per_request_us(cpu_before, cpu_after, measurement.requests)
+    measurement = replace(measurement, server_cpu_us=server_us, postgres_cpu_us=postgres_us)
     slowest = slowest_since(server.log_path, offset)
     if slowest is None:
         return measurement
