@@ -3,7 +3,7 @@
 Servers and apps built by the tests run in development, where the signing key is the public
 development key; a token minted here is accepted without a user in the database. It claims
 a `token_version` no real user reaches, so a test that revokes a real user's tokens (which
-refuses that user id's older tokens, app/token_cache.py) never revokes these.
+refuses that user id's older tokens, app/auth/token_cache.py) never revokes these.
 """
 
 from __future__ import annotations

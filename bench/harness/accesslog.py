@@ -16,7 +16,7 @@ import orjson
 ACCESS_LOGGER = "app.access"
 # A request slower than this server-side is counted; the tail target of the service.
 SLOW_MS = 250.0
-# Workers flush their buffered access lines every 0.1 s (app/logs.py): wait that out.
+# Workers flush their buffered access lines every 0.1 s (app/ops/logs.py): wait that out.
 FLUSH_WAIT_S = 0.3
 
 

@@ -276,7 +276,7 @@ class Cluster:
             JWT_SECRET=self.jwt_secret,
             TRUSTED_PROXIES=PROXY_ADDR,
             # nginx sees no readiness: the drain it relies on is the refused connection after
-            # SHUTDOWN_DELAY (app/lifecycle.py), which it retries on the next instance.
+            # SHUTDOWN_DELAY (app/ops/lifecycle.py), which it retries on the next instance.
             SHUTDOWN_DELAY="1",
             GRACEFUL_SHUTDOWN_TIMEOUT="10",
             LOG_FORMAT="json",

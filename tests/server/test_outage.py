@@ -31,7 +31,7 @@ RECOVERY = 10.0  # seconds: the service answers again within this once the datab
 COMMAND_TIMEOUT = 3.0
 HUNG_BOUND = COMMAND_TIMEOUT + 0.5
 CLIENT_MARGIN = 0.5
-# Readiness checks the database within 1 s (app/health.py); a hung one answers by then.
+# Readiness checks the database within 1 s (app/ops/health.py); a hung one answers by then.
 READY_BOUND = 1.0 + 0.5
 POOL_MAX = 3  # per worker: small, so a hung database also fills the queue for a turn
 

@@ -2,7 +2,7 @@
 
 sanic-jwt 1.8's `@scoped` answers a token without the scope with 401, where the SPEC wants 403
 (it passes `status_code=403` to Sanic's `Unauthorized`, which swallows it). When this test
-fails, upstream has changed: re-read app/auth.py's docstring and consider `@scoped` again.
+fails, upstream has changed: re-read app/auth/__init__.py's docstring and consider `@scoped` again.
 """
 
 from __future__ import annotations
@@ -45,4 +45,4 @@ def test_upstream_scoped_still_answers_401_for_a_missing_scope() -> None:
         token = login.json["access_token"]
         _, resp = client.post("/write", headers={"Authorization": f"Bearer {token}"})
     assert resp.json["reasons"] == ["Invalid scope."]
-    assert resp.status == 401, "sanic-jwt now answers a missing scope itself: see app/auth.py"
+    assert resp.status == 401, "sanic-jwt answers a missing scope itself now: app/auth/__init__.py"

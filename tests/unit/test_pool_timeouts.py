@@ -1,4 +1,4 @@
-"""`TerminatingConnection` (app/pool.py): a statement abandoned by timeout or cancellation ends
+"""`TerminatingConnection` (app/db/pool.py): a statement abandoned by timeout or cancellation ends
 its connection, at once, and the server is asked to stop the statement."""
 
 from __future__ import annotations

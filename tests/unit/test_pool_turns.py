@@ -1,4 +1,4 @@
-"""`FairQueue` and `Database` (app/pool.py): who gets the next pool connection, and for how long
+"""`FairQueue` and `Database` (app/db/pool.py): who gets the next pool connection, and for how long
 one may wait.
 
 The first tests drive `FairQueue` alone, the rest run a real asyncpg pool through `Database`. Every
