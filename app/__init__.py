@@ -6,7 +6,7 @@ import sys
 # Sanic's server workers (spawned, so this runs first in each) never load `cryptography`.
 # They verify HS256 tokens (HMAC from the standard library) and serve TLS with the ssl
 # module; PyJWT would still import `cryptography` for the RSA/EC/EdDSA algorithms the
-# service refuses, at 8.5 MB of resident memory per worker (issue 9: 80 MB per worker).
+# service refuses, at 8.5 MB of resident memory per worker.
 # A None entry makes `import cryptography` raise ModuleNotFoundError, which PyJWT handles by
 # offering only its HMAC algorithms. The main process (certificate checks, gen-cert) and
 # every other command load it as usual. tests/server/test_workers.py checks both halves.

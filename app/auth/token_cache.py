@@ -2,8 +2,8 @@
 
 `VerifiedTokens`: tokens this worker has already verified, so a client's next request skips
 the HMAC. A write's bearer token is the same string on every request of a session; verifying
-it with PyJWT (base64, JSON, HMAC-SHA256, claim checks) measured ~10 % of a worker on
-POST /items. The claims of a token that passed full verification are kept under the exact
+it with PyJWT (base64, JSON, HMAC-SHA256, claim checks) is a large share of a write's cost
+(bench/README.md). The claims of a token that passed full verification are kept under the exact
 token string until the token expires; a hit re-checks only the expiry (with the same leeway).
 Nothing a full verification would refuse can hit: a different signature, payload or header
 is a different string. The number kept is bounded (only signed tokens get in, but one user

@@ -30,10 +30,9 @@ async def skip_reset_query(conn: asyncpg.Connection) -> None:
     """Release a pool connection without asyncpg's reset query.
 
     asyncpg's default runs `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`
-    on every release: one more round trip per request, measured at ~17 % of a worker's time
-    on GET /items/{id}. Request code never leaves session state behind (no SET, advisory
-    locks, cursors or LISTEN on pool connections: LISTEN has its own connection), and asyncpg
-    still rolls back an unfinished transaction before calling this.
+    on every release: one more round trip per request. Request code never leaves session state
+    behind (no SET, advisory locks, cursors or LISTEN on pool connections: LISTEN has its own
+    connection), and asyncpg still rolls back an unfinished transaction before calling this.
     """
     del conn
 

@@ -69,9 +69,9 @@ def freeze_startup_heap(app: Sanic[Any, Any]) -> None:
 
     Register it last, so it runs after the other start-up listeners. A worker holds about 85,000
     tracked objects after start-up (Sanic, sanic-ext, Tortoise, pydantic, the routes), nearly all
-    alive until it exits; each full collection walked all of them, 25 to 35 ms in which the
-    worker answered nothing: a slowest-percentile stall for every connection it held (issue 9,
-    GET p99). `gc.freeze()` moves them to the permanent generation, so a full collection walks
+    alive until it exits; each full collection would walk all of them, tens of milliseconds in
+    which the worker answers nothing: a stall for every connection it holds, in the p99.
+    `gc.freeze()` moves them to the permanent generation, so a full collection walks
     only what was made since. Reference counting still frees frozen objects; only cycles among
     them are never collected, and start-up leaves few of those after the `gc.collect()` first.
     """

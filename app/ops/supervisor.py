@@ -163,10 +163,10 @@ class Supervisor(threading.Thread):
     def _exit_if_wedged(self) -> None:
         """End a main process that outlives its stopped workers.
 
-        Rarely (seen once in a full test run on a loaded machine, as STACK-NOTES reports for
-        a SIGTERM during start-up) Sanic's manager never returns after every worker has
-        completed. Nothing is left to finish then: the workers drained and closed their
-        pools. So past the drain budget, log where the main thread is stuck and exit 0.
+        Rarely (a SIGTERM during start-up, on a loaded machine) Sanic's manager never returns
+        after every worker has completed. Nothing is left to finish then: the workers drained
+        and closed their pools. So past the drain budget, log where the main thread is stuck
+        and exit 0.
         """
         if self.stopping_since is None:
             return

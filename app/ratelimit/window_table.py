@@ -44,9 +44,8 @@ class WindowTable:
     lock. It admits exactly N unless a worker is paused between its addition and its read
     just as the count crosses the limit, which can refuse one request per paused worker
     early (`..._never_past_it` in tests/unit/test_ratelimit.py; reading before adding let
-    one too many in as often). The lock was measured at 11 % of a worker on GET /items/{id}
-    at a limit never reached, and it made a worker stall whenever the other was descheduled
-    holding it (most of the p99).
+    one too many in as often). A lock on every hit would cost each request, at a limit never
+    reached, and stall a worker whenever the other was descheduled holding it.
     Rows are (re)claimed under the lock, counts zeroed before the window end and tag are
     written; plain 8-byte stores, in order on x86-64 (on weaker memory models a reader may
     briefly see a stale count at a window's start).
