@@ -22,7 +22,7 @@ from sanic_jwt.endpoints import (
     VerifyEndpoint,
 )
 
-from app.auth import users
+from app.auth import openapi, users
 from app.auth.token_cache import HISTORY_MARGIN, RevokedTokens, VerifiedTokens
 from app.auth.tokens import (
     LEEWAY_SECONDS,
@@ -36,7 +36,6 @@ from app.auth.tokens import (
 )
 from app.auth.users import User
 from app.db.pool import untraced
-from app.http import openapi
 from app.settings import Settings
 
 log = logging.getLogger("app.auth")

@@ -1,8 +1,11 @@
-"""The OpenAPI document: named schemas, reusable responses and one decorator per operation.
+"""The OpenAPI machinery every resource shares: named schemas, headers, responses, problems
+and the one decorator per operation.
 
-Each handler gets exactly one line, e.g. `@docs.create_item`, placed directly under its
-route decorator (sanic-ext finds an operation's documentation by the function the route
-holds). The summary is the handler's one-line docstring.
+Each resource documents its own operations beside its routes (`app/items/openapi.py`,
+`app/auth/openapi.py`, `app/ops/openapi.py`); each handler gets exactly one line, e.g.
+`@openapi.create_item`, placed directly under its route decorator (sanic-ext finds an
+operation's documentation by the function the route holds). The summary is the handler's
+one-line docstring.
 
 sanic-ext labels the document OpenAPI 3.0.3, while pydantic v2 writes JSON Schema 2020-12;
 `openapi30` rewrites the models' schemas into the 3.0 dialect (`nullable: true` instead of
@@ -21,18 +24,14 @@ from sanic_ext.extensions.openapi.builders import OperationStore, SpecificationB
 from sanic_ext.extensions.openapi.definitions import RequestBody
 from sanic_ext.extensions.openapi.types import Schema
 
-from app.auth.users import MAX_PASSWORD_LENGTH, USERNAME
-from app.items.pagination import DEFAULT_LIMIT, MAX_LIMIT, MAX_QUERY_LENGTH, SORTS
-from app.items.schemas import MAX_PRICE, ItemIn, ItemOut, ItemPage, ItemPatch
-from app.items.store import MAX_ID
-
 H = TypeVar("H", bound=Callable[..., Any])
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 PROBLEM_JSON = "application/problem+json"
 BEARER = "bearerAuth"
-WRITE_SCOPE = "items:write"
+# A string without NUL: PostgreSQL refuses NUL in text, so the handlers answer 400 first.
+NO_NUL = "^[^\\x00]*$"
 
 
 def openapi30(schema: Any) -> Any:
@@ -66,27 +65,32 @@ def _ref(kind: str, name: str) -> dict[str, str]:
     return {"$ref": f"#/components/{kind}/{name}"}
 
 
-def _schema(name: str, schema: dict[str, Any]) -> dict[str, str]:
+def schema_component(name: str, schema: dict[str, Any]) -> dict[str, str]:
+    """Add `schema` to the document's named schemas; return a reference to it."""
     SpecificationBuilder().add_component("schemas", name, schema)
     return _ref("schemas", name)
 
 
-def _model(model: type[BaseModel]) -> dict[str, str]:
+def model_component(model: type[BaseModel]) -> dict[str, str]:
     """A pydantic model as a named schema component (and its nested models too)."""
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     for name, nested in schema.pop("$defs", {}).items():
-        _schema(name, openapi30(nested))
-    return _schema(model.__name__, openapi30(schema))
+        schema_component(name, openapi30(nested))
+    return schema_component(model.__name__, openapi30(schema))
 
 
-# --------------------------------------------------------------------------- schemas
+# --------------------------------------------------------------------------- sections
 
-ITEM_IN = _model(ItemIn)
-ITEM_PATCH = _model(ItemPatch)
-ITEM_OUT = _model(ItemOut)
-ITEM_PAGE = _model(ItemPage)
+# The document's tags, declared here so Swagger UI lists them in this order whichever
+# resource module is imported first; each operation names its own tag.
+SpecificationBuilder().tag("items", "The items resource.")
+SpecificationBuilder().tag("health", "Liveness and readiness probes.")
+SpecificationBuilder().tag("metrics", "Prometheus metrics of every worker.")
+SpecificationBuilder().tag("auth", "Log in for bearer tokens, refresh them, log out.")
 
-FIELD_ERROR = _schema(
+# --------------------------------------------------------------------------- problems
+
+FIELD_ERROR = schema_component(
     "FieldError",
     {
         "type": "object",
@@ -99,7 +103,7 @@ FIELD_ERROR = _schema(
         },
     },
 )
-PROBLEM = _schema(
+PROBLEM = schema_component(
     "Problem",
     {
         "type": "object",
@@ -116,163 +120,52 @@ PROBLEM = _schema(
         },
     },
 )
-VALIDATION_PROBLEM = _schema(
+VALIDATION_PROBLEM = schema_component(
     "ValidationProblem",
     {
         "description": "A problem detail naming each bad field.",
         "allOf": [PROBLEM, {"type": "object", "required": ["errors"]}],
     },
 )
-READINESS = _schema(
-    "Readiness",
-    {
-        "type": "object",
-        "required": ["status", "checks"],
-        "properties": {
-            "status": {"type": "string", "enum": ["ok", "fail"]},
-            "checks": {
-                "type": "object",
-                "description": "One entry per dependency, e.g. `database`.",
-                "additionalProperties": {
-                    "type": "object",
-                    "required": ["status"],
-                    "properties": {"status": {"type": "string"}},
-                },
-            },
-        },
-    },
-)
-
-_TOKEN_TYPE = {"type": "string", "enum": ["Bearer"]}
-_EXPIRES_IN = {"type": "integer", "minimum": 1, "description": "Seconds the access token lives."}
-_ACCESS_TOKEN = {"type": "string", "description": "A JWT: send it as `Authorization: Bearer ...`."}
-# No credential holds NUL: the handlers refuse it with 400 before any hash or query sees it.
-_NO_NUL = "^[^\\x00]*$"
-_REFRESH_TOKEN = {
-    "type": "string",
-    "pattern": _NO_NUL,
-    "description": "Exchanged for a new access token at `POST /auth/refresh`.",
-}
-CREDENTIALS_IN = _schema(
-    "CredentialsIn",
-    {
-        "type": "object",
-        "required": ["username", "password"],
-        "properties": {
-            "username": {"type": "string", "pattern": f"^{USERNAME.pattern}$"},
-            "password": {
-                "type": "string",
-                "maxLength": MAX_PASSWORD_LENGTH,
-                "pattern": _NO_NUL,
-                "format": "password",
-            },
-        },
-        "example": {"username": "alice", "password": "correct horse battery staple"},
-    },
-)
-REFRESH_TOKEN_IN = _schema(
-    "RefreshTokenIn",
-    {
-        "type": "object",
-        "required": ["refresh_token"],
-        "properties": {"refresh_token": _REFRESH_TOKEN},
-    },
-)
-TOKENS_OUT = _schema(
-    "TokensOut",
-    {
-        "type": "object",
-        "required": ["access_token", "refresh_token", "token_type", "expires_in"],
-        "properties": {
-            "access_token": _ACCESS_TOKEN,
-            "refresh_token": _REFRESH_TOKEN,
-            "token_type": _TOKEN_TYPE,
-            "expires_in": _EXPIRES_IN,
-        },
-    },
-)
-ACCESS_TOKEN_OUT = _schema(
-    "AccessTokenOut",
-    {
-        "type": "object",
-        "required": ["access_token", "token_type", "expires_in"],
-        "properties": {
-            "access_token": _ACCESS_TOKEN,
-            "token_type": _TOKEN_TYPE,
-            "expires_in": _EXPIRES_IN,
-        },
-    },
-)
-USER_OUT = _schema(
-    "UserOut",
-    {
-        "type": "object",
-        "required": ["user_id", "username", "scopes"],
-        "properties": {
-            "user_id": {"type": "integer"},
-            "username": {"type": "string"},
-            "scopes": {
-                "type": "array",
-                "items": {"type": "string"},
-                "description": "e.g. `items:write`.",
-            },
-        },
-    },
-)
-ME_OUT = _schema("MeOut", {"type": "object", "required": ["me"], "properties": {"me": USER_OUT}})
-VERIFIED_OUT = _schema(
-    "VerifiedOut",
-    {
-        "type": "object",
-        "required": ["valid"],
-        "properties": {"valid": {"type": "boolean", "enum": [True]}},
-    },
-)
 
 # --------------------------------------------------------------------------- headers
 
-_DIGITS = {"type": "string", "pattern": "^[0-9]+$"}
-
-
+# HTTP header name -> reference, and component name -> definition.
+_HEADERS: dict[str, dict[str, str]] = {}
 _HEADER_DEFINITIONS: dict[str, dict[str, Any]] = {}
 
 
-def _header(name: str, description: str, schema: dict[str, Any]) -> dict[str, str]:
-    _HEADER_DEFINITIONS[name] = {"description": description, "schema": schema}
-    SpecificationBuilder().add_component("headers", name, _HEADER_DEFINITIONS[name])
-    return _ref("headers", name)
+def header(name: str, component: str, description: str, schema: dict[str, Any]) -> None:
+    """Define the response header `name` (as the component `component`) for `response`."""
+    _HEADER_DEFINITIONS[component] = {"description": description, "schema": schema}
+    SpecificationBuilder().add_component("headers", component, _HEADER_DEFINITIONS[component])
+    _HEADERS[name] = _ref("headers", component)
 
 
-_HEADERS = {
-    "ETag": _header(
-        "ETag",
-        "The item's version as a strong entity tag.",
-        {"type": "string", "pattern": '^"v[0-9]+"$'},
-    ),
-    "Location": _header(
-        "Location", "Where the new item lives.", {"type": "string", "pattern": "^/items/[0-9]+$"}
-    ),
-    "Link": _header("Link", 'The next page: `<...>; rel="next"`.', {"type": "string"}),
-    "Retry-After": _header("RetryAfter", "Seconds to wait before retrying.", _DIGITS),
-    "RateLimit-Limit": _header("RateLimitLimit", "Requests allowed per window.", _DIGITS),
-    "RateLimit-Remaining": _header("RateLimitRemaining", "Requests left in this window.", _DIGITS),
-    "RateLimit-Reset": _header("RateLimitReset", "Seconds until the window resets.", _DIGITS),
-    "RateLimit-Policy": _header(
-        "RateLimitPolicy", "The limit and window, e.g. `1200;w=60`.", {"type": "string"}
-    ),
-    "WWW-Authenticate": _header(
-        "WWWAuthenticate", "The authentication challenge (`Bearer`).", {"type": "string"}
-    ),
-    "X-Request-ID": _header(
-        "RequestId", "The request's id: the client's when sane, else a new one.", {"type": "string"}
-    ),
-    "Cache-Control": _header(
-        "CacheControl",
-        "`no-store` on every `/auth` response: tokens never sit in a cache.",
-        {"type": "string", "enum": ["no-store"]},
-    ),
-}
-_RATE_LIMIT_HEADERS = (
+_DIGITS = {"type": "string", "pattern": "^[0-9]+$"}
+header("Retry-After", "RetryAfter", "Seconds to wait before retrying.", _DIGITS)
+header("RateLimit-Limit", "RateLimitLimit", "Requests allowed per window.", _DIGITS)
+header("RateLimit-Remaining", "RateLimitRemaining", "Requests left in this window.", _DIGITS)
+header("RateLimit-Reset", "RateLimitReset", "Seconds until the window resets.", _DIGITS)
+header(
+    "RateLimit-Policy",
+    "RateLimitPolicy",
+    "The limit and window, e.g. `1200;w=60`.",
+    {"type": "string"},
+)
+header(
+    "WWW-Authenticate",
+    "WWWAuthenticate",
+    "The authentication challenge (`Bearer`).",
+    {"type": "string"},
+)
+header(
+    "X-Request-ID",
+    "RequestId",
+    "The request's id: the client's when sane, else a new one.",
+    {"type": "string"},
+)
+RATE_LIMIT_HEADERS = (
     "RateLimit-Limit",
     "RateLimit-Remaining",
     "RateLimit-Reset",
@@ -296,7 +189,7 @@ def _headers(*required: str, optional: tuple[str, ...] = ()) -> dict[str, Any]:
 # --------------------------------------------------------------------------- responses
 
 
-def _response(
+def response(
     description: str,
     content: dict[str, Any] | None = None,
     *,
@@ -304,169 +197,64 @@ def _response(
     required: tuple[str, ...] = (),
     optional: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    response: dict[str, Any] = {
+    """A response object; `required` and `optional` name headers defined with `header`."""
+    described: dict[str, Any] = {
         "description": description,
         "headers": _headers(*required, optional=optional),
     }
     if content is not None:
-        response["content"] = {media_type: {"schema": content}}
-    return response
+        described["content"] = {media_type: {"schema": content}}
+    return described
 
 
-def _problem(
+def problem(
     name: str, description: str, schema: dict[str, Any] = PROBLEM, **headers: Any
 ) -> dict[str, str]:
+    """A problem+json response as the named component `name`; return a reference to it."""
     SpecificationBuilder().add_component(
-        "responses", name, _response(description, schema, media_type=PROBLEM_JSON, **headers)
+        "responses", name, response(description, schema, media_type=PROBLEM_JSON, **headers)
     )
     return _ref("responses", name)
 
 
-BAD_REQUEST = _problem(
-    "BadRequest", "Malformed JSON, or a query parameter of the wrong type or out of range."
-)
-UNAUTHORIZED = _problem(
+UNAUTHORIZED = problem(
     "Unauthorized", "No bearer token, or an invalid or expired one.", required=("WWW-Authenticate",)
 )
-FORBIDDEN = _problem("Forbidden", f"The token lacks the `{WRITE_SCOPE}` scope.")
-NOT_FOUND = _problem("NotFound", "No item has this id.")
-CONFLICT = _problem(
-    "Conflict",
-    "Another item has this `sku`, or a request with this `Idempotency-Key` is still running.",
-)
-PRECONDITION_FAILED = _problem("PreconditionFailed", "`If-Match` does not match the item's ETag.")
-TOO_LARGE = _problem("PayloadTooLarge", "The body is over the size limit.")
-UNSUPPORTED = _problem("UnsupportedMediaType", "The body is not sent as JSON.")
-UNPROCESSABLE = _problem(
-    "UnprocessableContent",
-    "A field breaks its rule (each is listed in `errors`), or an `Idempotency-Key` was "
-    "reused with a different body.",
-    {"anyOf": [VALIDATION_PROBLEM, PROBLEM]},
-)
-TOO_MANY = _problem(
+TOO_LARGE = problem("PayloadTooLarge", "The body is over the size limit.")
+UNSUPPORTED = problem("UnsupportedMediaType", "The body is not sent as JSON.")
+TOO_MANY = problem(
     "TooManyRequests",
     "Over the rate limit; retry after `Retry-After` seconds.",
     required=("Retry-After",),
-    optional=_RATE_LIMIT_HEADERS,
+    optional=RATE_LIMIT_HEADERS,
 )
-UNAVAILABLE = _problem(
+UNAVAILABLE = problem(
     "ServiceUnavailable",
     "The database is unreachable or the server is draining; retry shortly.",
     required=("Retry-After",),
 )
+READ_ERRORS = {"429": TOO_MANY, "503": UNAVAILABLE}
 
-LOGIN_FAILED = _problem(
-    "LoginFailed",
-    "Wrong username or password, or the account is disabled (one answer for all three).",
-    required=("WWW-Authenticate",),
-)
-REFRESH_FAILED = _problem(
-    "RefreshFailed",
-    "No bearer token or an invalid one, or the refresh token is unknown, expired or revoked, "
-    "or belongs to another user.",
-    required=("WWW-Authenticate",),
-)
-BAD_AUTH_REQUEST = _problem(
-    "BadAuthRequest", "Malformed JSON, or not a JSON object with each field as a string."
-)
-
-_READ_ERRORS = {"429": TOO_MANY, "503": UNAVAILABLE}
-_WRITE_ERRORS = {
-    "400": BAD_REQUEST,
-    "401": UNAUTHORIZED,
-    "403": FORBIDDEN,
-    "413": TOO_LARGE,
-    "415": UNSUPPORTED,
-    "422": UNPROCESSABLE,
-    **_READ_ERRORS,
-}
-
-# --------------------------------------------------------------------------- parameters
+# --------------------------------------------------------------------------- operations
 
 
-def _parameter(
+def bearer_scheme(description: str) -> None:
+    """Define the JWT bearer security scheme that `operation(secured=True)` names."""
+    SpecificationBuilder().add_security_scheme(
+        BEARER, "http", scheme="bearer", bearer_format="JWT", description=description
+    )
+
+
+def parameter(
     name: str, schema: dict[str, Any], location: str = "query", **fields: Any
 ) -> dict[str, Any]:
+    """A query, path or header parameter of an operation."""
     # sanic-ext takes a dict schema for an object's properties: hand it a Schema instead.
     typed = Schema(**schema)  # type: ignore[no-untyped-call]
     return {"name": name, "schema": typed, "location": location, **fields}
 
 
-_STRING = {"type": "string"}
-ITEM_ID = _parameter(
-    "item_id",
-    {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_ID},
-    "path",
-    required=True,
-    description="The item's id.",
-)
-IF_MATCH = _parameter(
-    "If-Match",
-    _STRING,
-    "header",
-    description="Change only if the item's ETag is one of these (or `*`); else 412.",
-)
-IF_NONE_MATCH = _parameter(
-    "If-None-Match",
-    _STRING,
-    "header",
-    description="Answer 304 when the item's ETag is one of these (or `*`).",
-)
-IDEMPOTENCY_KEY = _parameter(
-    "Idempotency-Key",
-    # 1-255 printable ASCII characters but space, `"` and backslash, optionally in quotes.
-    {"type": "string", "pattern": r'^(?:[!#-\[\]-~]{1,255}|"[!#-\[\]-~]{1,255}")$'},
-    "header",
-    description="Retrying with the same key and body returns the first response; "
-    "the same key with another body gets 422.",
-)
-_PRICE = {"type": "number", "minimum": 0, "maximum": float(MAX_PRICE), "multipleOf": 0.01}
-LIST_PARAMETERS = [
-    _parameter(
-        "limit",
-        {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
-        description="Items per page.",
-    ),
-    _parameter(
-        "sort",
-        {"type": "string", "enum": list(SORTS), "default": "id"},
-        description="`-` sorts descending.",
-    ),
-    _parameter(
-        "cursor",
-        {"type": "string", "minLength": 1},
-        description="`next_cursor` of the previous page, for the same `sort`.",
-    ),
-    _parameter(
-        "q",
-        {"type": "string", "maxLength": MAX_QUERY_LENGTH, "pattern": "^[^\\x00]*$"},
-        description="Only items whose name contains this, ignoring case.",
-    ),
-    _parameter("min_price", _PRICE, description="Only items at this price or more."),
-    _parameter(
-        "max_price", _PRICE, description="Only items at this price or less (not below `min_price`)."
-    ),
-]
-
-# --------------------------------------------------------------------------- operations
-
-SpecificationBuilder().add_security_scheme(
-    BEARER,
-    "http",
-    scheme="bearer",
-    bearer_format="JWT",
-    description=f"An access token from `POST /auth` (Try it out, then paste its `access_token` "
-    f"here); item writes need the `{WRITE_SCOPE}` scope.",
-)
-SpecificationBuilder().tag("items", "The items resource.")
-SpecificationBuilder().tag("health", "Liveness and readiness probes.")
-SpecificationBuilder().tag("metrics", "Prometheus metrics of every worker.")
-SpecificationBuilder().tag("auth", "Log in for bearer tokens, refresh them, log out.")
-
-_ITEM = _response("The item.", ITEM_OUT, required=("ETag",), optional=_RATE_LIMIT_HEADERS)
-
-
-def _operation(
+def operation(
     tag: str,
     responses: dict[str, Any],
     *,
@@ -503,180 +291,3 @@ def _operation(
         return documented
 
     return document
-
-
-liveness = _operation("health", {"200": _response("The process answers.")})
-readiness = _operation(
-    "health",
-    {
-        "200": _response("Every critical dependency answers.", READINESS),
-        "503": _response(
-            "A critical dependency failed, or the server is draining.",
-            READINESS,
-            required=("Retry-After",),
-        ),
-    },
-)
-metrics = _operation(
-    "metrics",
-    {
-        "200": _response(
-            "Prometheus text format, summed over every worker process.",
-            {"type": "string"},
-            media_type="text/plain",
-        ),
-        "401": UNAUTHORIZED,
-    },
-)
-list_items = _operation(
-    "items",
-    {
-        "200": _response("One page of items.", ITEM_PAGE, optional=("Link", *_RATE_LIMIT_HEADERS)),
-        "400": BAD_REQUEST,
-        **_READ_ERRORS,
-    },
-    parameters=LIST_PARAMETERS,
-)
-create_item = _operation(
-    "items",
-    {
-        "201": _response(
-            "Created.", ITEM_OUT, required=("ETag", "Location"), optional=_RATE_LIMIT_HEADERS
-        ),
-        "409": CONFLICT,
-        **_WRITE_ERRORS,
-    },
-    body={JSON: ITEM_IN},
-    parameters=[IDEMPOTENCY_KEY],
-    secured=True,
-)
-get_item = _operation(
-    "items",
-    {
-        "200": _ITEM,
-        "304": _response("The client's copy is current.", required=("ETag",)),
-        "404": NOT_FOUND,
-        **_READ_ERRORS,
-    },
-    parameters=[ITEM_ID, IF_NONE_MATCH],
-)
-_UPDATE_RESPONSES = {
-    "200": _ITEM,
-    "404": NOT_FOUND,
-    "409": CONFLICT,
-    "412": PRECONDITION_FAILED,
-    **_WRITE_ERRORS,
-}
-replace_item = _operation(
-    "items",
-    _UPDATE_RESPONSES,
-    body={JSON: ITEM_IN},
-    parameters=[ITEM_ID, IF_MATCH],
-    secured=True,
-)
-patch_item = _operation(
-    "items",
-    _UPDATE_RESPONSES,
-    body={JSON: ITEM_PATCH, MERGE_PATCH: ITEM_PATCH},
-    parameters=[ITEM_ID, IF_MATCH],
-    secured=True,
-)
-delete_item = _operation(
-    "items",
-    {
-        "204": _response("Deleted.", optional=_RATE_LIMIT_HEADERS),
-        "401": UNAUTHORIZED,
-        "403": FORBIDDEN,
-        "404": NOT_FOUND,
-        "412": PRECONDITION_FAILED,
-        **_READ_ERRORS,
-    },
-    parameters=[ITEM_ID, IF_MATCH],
-    secured=True,
-)
-
-# sanic-jwt's class views (app/auth.py applies these to their methods) and our logout.
-_AUTH_BODY_ERRORS = {
-    "400": BAD_AUTH_REQUEST,
-    "413": TOO_LARGE,
-    "415": UNSUPPORTED,
-    **_READ_ERRORS,
-}
-_NO_STORE = ("Cache-Control",)
-login = _operation(
-    "auth",
-    {
-        "200": _response(
-            "An access token and a refresh token.",
-            TOKENS_OUT,
-            required=_NO_STORE,
-            optional=_RATE_LIMIT_HEADERS,
-        ),
-        "401": LOGIN_FAILED,
-        **_AUTH_BODY_ERRORS,
-    },
-    body={JSON: CREDENTIALS_IN},
-    name="login",
-    summary="Log in: exchange a username and password for tokens.",
-    description="Limited per client address more strictly than other routes "
-    "(`RATE_LIMIT_AUTH`, default 10 a minute).",
-)
-refresh_token = _operation(
-    "auth",
-    {
-        "200": _response(
-            "A new access token and a new refresh token; the refresh token sent stops working.",
-            TOKENS_OUT,
-            required=_NO_STORE,
-            optional=_RATE_LIMIT_HEADERS,
-        ),
-        "401": REFRESH_FAILED,
-        **_AUTH_BODY_ERRORS,
-    },
-    body={JSON: REFRESH_TOKEN_IN},
-    secured=True,
-    name="refresh_token",
-    summary="Exchange a refresh token for a new access token and refresh token.",
-    description="The bearer token is the user's access token, which may have expired. "
-    "A refresh token works once: presenting it again revokes every refresh token of its "
-    "login (log in again).",
-)
-me = _operation(
-    "auth",
-    {
-        "200": _response(
-            "The token's user.", ME_OUT, required=_NO_STORE, optional=_RATE_LIMIT_HEADERS
-        ),
-        "401": UNAUTHORIZED,
-        **_READ_ERRORS,
-    },
-    secured=True,
-    name="me",
-    summary="Show the user the bearer token belongs to.",
-)
-verify_token = _operation(
-    "auth",
-    {
-        "200": _response(
-            "The token is valid.", VERIFIED_OUT, required=_NO_STORE, optional=_RATE_LIMIT_HEADERS
-        ),
-        "401": UNAUTHORIZED,
-        **_READ_ERRORS,  # 503: revocations cannot be checked (app/token_cache.py)
-    },
-    secured=True,
-    name="verify_token",
-    summary="Check a bearer token's signature and expiry.",
-)
-logout = _operation(
-    "auth",
-    {
-        "204": _response(
-            "The refresh token is revoked, or was not valid.",
-            required=_NO_STORE,
-            optional=_RATE_LIMIT_HEADERS,
-        ),
-        **_AUTH_BODY_ERRORS,
-    },
-    body={JSON: REFRESH_TOKEN_IN},
-    name="logout",
-)

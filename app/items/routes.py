@@ -13,10 +13,9 @@ from sanic import Blueprint, HTTPResponse, Request, empty
 from sanic_ext import validate
 
 from app.auth.tokens import SCOPE_WRITE, require_scope
-from app.http import openapi
 from app.http.errors import UnsupportedMediaType
 from app.http.responses import Response
-from app.items import idempotency, store
+from app.items import idempotency, openapi, store
 from app.items.conditional import etag, if_match, none_match
 from app.items.pagination import encode_cursor, parse_list_query
 from app.items.schemas import ItemIn, ItemPatch

@@ -16,7 +16,7 @@ from sanic import Blueprint, HTTPResponse, Request
 from app.db.migrate import MIGRATIONS_DIR
 from app.db.pool import Database
 from app.db.wiring import MODELS_APP
-from app.http import openapi
+from app.ops import openapi
 from app.ops.tls import NOT_AFTER_ENV
 from app.settings import Settings
 

@@ -29,8 +29,8 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 from sanic import HTTPResponse, Request
 from sanic.exceptions import Unauthorized
 
-from app.http import openapi
 from app.items.cache import LOOKUPS
+from app.ops import openapi
 from app.settings import Settings
 
 if TYPE_CHECKING:
