@@ -30,6 +30,7 @@ from app.items import routes as items
 from app.ops import balance, gauges, health, lifecycle, logs, metrics, tracing
 from app.ops.hook import ObservedSanic
 from app.ops.tls import REDIRECT_APP
+from app.problems import PROBLEMS
 from app.ratelimit import middleware as ratelimit
 from app.ratelimit.policy import Limiter
 from app.settings import Settings, load_settings
@@ -72,7 +73,7 @@ def create_app(settings: Settings | None = None) -> ItemsApp:
     app: ItemsApp = ObservedSanic(
         APP_NAME,
         ctx=AppContext(settings),
-        error_handler=ProblemHandler(),
+        error_handler=ProblemHandler(PROBLEMS),
         # Every JSON body goes through the one strict parser (app/bodies.py).
         request_class=JsonRequest,
         configure_logging=False,
@@ -148,7 +149,7 @@ def create_redirect_app(settings: Settings) -> Sanic[Any, Any]:
     app: Sanic[Any, Any] = Sanic(
         REDIRECT_APP,
         ctx=SimpleNamespace(settings=settings),
-        error_handler=ProblemHandler(),
+        error_handler=ProblemHandler(PROBLEMS),
         configure_logging=False,
     )
     app.config.update(

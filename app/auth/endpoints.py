@@ -27,7 +27,6 @@ from app.auth.token_cache import HISTORY_MARGIN, RevokedTokens, VerifiedTokens
 from app.auth.tokens import (
     LEEWAY_SECONDS,
     VERSION_CLAIM,
-    AuthBodyNotJson,
     BadAuthRequest,
     NotAuthenticated,
     check_not_revoked,
@@ -35,7 +34,9 @@ from app.auth.tokens import (
     guard_reads,
 )
 from app.auth.users import User
+from app.constants import JSON
 from app.db.pool import untraced
+from app.http.bodies import require_media_type
 from app.settings import Settings
 
 log = logging.getLogger("app.auth")
@@ -50,9 +51,7 @@ POLL_WAIT_AT_START = 1.0
 
 
 def _credentials(request: Request, *fields: str) -> list[str]:
-    sent = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
-    if sent != "application/json":
-        raise AuthBodyNotJson(f"Send the body as application/json, not {sent or 'nothing'}.")
+    require_media_type(request, JSON)
     body = request.json
     if not isinstance(body, dict) or not all(isinstance(body.get(f), str) for f in fields):
         shape = ", ".join(f'"{f}": "..."' for f in fields)

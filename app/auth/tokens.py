@@ -39,7 +39,7 @@ __all__ = [
 
 
 class AuthError(Exception):
-    """A request is not allowed; `app.errors` turns it into a problem+json response."""
+    """A request is not allowed; app/problems.py says how each one is answered."""
 
 
 class NotAuthenticated(AuthError, SanicJWTException):  # type: ignore[misc]
@@ -76,10 +76,6 @@ class TokenStateUnknown(ServiceUnavailable):
 
 class BadAuthRequest(AuthError):
     """A login, refresh or logout body without the fields it needs: answered 400."""
-
-
-class AuthBodyNotJson(AuthError):
-    """A login, refresh or logout body not sent as `application/json`: answered 415."""
 
 
 def decode_token(

@@ -30,8 +30,10 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-SCOPE_READ = "items:read"
-SCOPE_WRITE = "items:write"
+# Re-exported: the scopes a user record may hold are checked here.
+from app.constants import SCOPE_READ as SCOPE_READ
+from app.constants import SCOPE_WRITE as SCOPE_WRITE
+
 KNOWN_SCOPES = frozenset({SCOPE_READ, SCOPE_WRITE})
 
 USERNAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")

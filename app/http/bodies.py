@@ -16,17 +16,23 @@ JSON that orjson refuses: such a body is parsed again, exactly (numbers as Decim
 Python's json module held to the same rules, so a price of 1e400 breaks the price rule (422)
 instead of being malformed (400). tests/unit/test_bodies.py checks both parsers refuse the
 same texts.
+
+Before any parse, `require_media_type` (or the `accepts` decorator) refuses a body sent as
+another media type with the one 415 every route answers; tests/api/test_auth.py and
+tests/api/items/test_errors.py check its texts.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
+from functools import wraps
 from typing import Any, NoReturn
 
 import orjson
-from sanic import Request
+from sanic import HTTPResponse, Request
+from sanic.exceptions import HTTPException
 
 # orjson's error for a number beyond a double's range (tests/unit/test_bodies.py pins it).
 _OVERFLOW = "number is infinity"
@@ -91,3 +97,36 @@ def json_object(request: Request) -> dict[str, Any] | None:
     except MalformedJson:
         return None
     return body if isinstance(body, dict) else None
+
+
+class UnsupportedMediaType(HTTPException):
+    """The body is not sent as a media type the route reads: answered 415."""
+
+    status_code = 415
+    quiet = True
+
+
+def require_media_type(request: Request, *media_types: str) -> None:
+    """Raise UnsupportedMediaType unless the body's Content-Type is one of `media_types`."""
+    sent = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    if sent not in media_types:
+        raise UnsupportedMediaType(
+            f"Send the body as {' or '.join(media_types)}, not {sent or 'nothing'}."
+        )
+
+
+Handler = Callable[..., Awaitable[HTTPResponse]]
+
+
+def accepts(*media_types: str) -> Callable[[Handler], Handler]:
+    """Guard a handler with `require_media_type` (placed above `@validate`: checked first)."""
+
+    def decorator(handler: Handler) -> Handler:
+        @wraps(handler)
+        async def checked(request: Request, *args: Any, **kwargs: Any) -> HTTPResponse:
+            require_media_type(request, *media_types)
+            return await handler(request, *args, **kwargs)
+
+        return checked
+
+    return decorator

@@ -1,9 +1,19 @@
-"""Every error becomes an RFC 9457 `application/problem+json` response, here and only here."""
+"""Every error becomes an RFC 9457 `application/problem+json` response, here and only here.
+
+The mechanism, as Starlette's `_exception_handler.py` does it: a table maps an exception type
+to the function that answers it, and `ProblemHandler` answers an exception with the entry of
+the first class along its `__mro__` that the table holds (a subclass gets its parent's entry),
+else a logged 500. The entries of the framework and the infrastructure (bodies, validation,
+routing, the database) are here; the domain's errors are mapped in `app/problems.py`, which
+hands the merged table to the app. tests/unit/test_problems.py checks the lookup.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -20,30 +30,19 @@ from sanic.exceptions import (
 )
 from sanic.handlers import ErrorHandler
 from sanic_ext.exceptions import ValidationError as SanicExtValidationError
-from sanic_jwt.exceptions import SanicJWTException
-from tortoise.exceptions import DoesNotExist, IntegrityError
 
-from app.auth.tokens import (
-    REALM,
-    AuthBodyNotJson,
-    AuthError,
-    BadAuthRequest,
-    NotAuthenticated,
-    ScopeMissing,
-)
+from app.constants import PROBLEM_JSON, RETRY_AFTER_UNAVAILABLE
 from app.http.bodies import MalformedJson
 from app.http.middleware import request_id, security_headers
 from app.http.responses import Response
-from app.items.idempotency import BadIdempotencyKey, KeyInFlight, KeyReused
-from app.items.pagination import QueryError
-from app.items.store import DuplicateSku, ItemNotFound, VersionMismatch
 from app.log_throttle import Throttle
-from app.ratelimit.policy import RateLimited
 
 log = logging.getLogger("app.errors")
 
-PROBLEM_JSON = "application/problem+json"
-RETRY_AFTER_SECONDS = "2"
+# How one exception is answered: a `Problem`, or a function for the cases that log or look
+# at the request.
+Responder = Callable[[Request, Any], HTTPResponse]
+ProblemTable = Mapping[type[BaseException], Responder]
 
 # Errors meaning "the database is unreachable right now": answered 503, fast.
 DATABASE_DOWN = (
@@ -77,11 +76,6 @@ def log_database_down(exc: BaseException) -> None:
         )
     else:
         log.warning("database unavailable: %r", exc)
-
-
-class UnsupportedMediaType(HTTPException):
-    status_code = 415
-    quiet = True
 
 
 def problem(
@@ -128,6 +122,39 @@ def _escaped(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A table entry: the status and problem type an exception is answered with.
+
+    `detail` is formatted with the exception as `exc` (by default its message); `errors` and
+    `headers`, when given, take the exception and return the body's `errors` list and the
+    response headers.
+    """
+
+    status: int
+    type_: str = "about:blank"
+    title: str | None = None
+    detail: str = "{exc}"
+    errors: Callable[[Any], list[dict[str, Any]]] | None = None
+    headers: Callable[[Any], dict[str, str]] | None = None
+
+    def __call__(self, request: Request, exc: BaseException) -> HTTPResponse:
+        return problem(
+            request,
+            self.status,
+            self.detail.format(exc=exc),
+            type_=self.type_,
+            title=self.title,
+            errors=None if self.errors is None else self.errors(exc),
+            headers=None if self.headers is None else self.headers(exc),
+        )
+
+
+def retry_after(seconds: str) -> Callable[[object], dict[str, str]]:
+    """`Problem.headers` for an answer that says when to retry, the same every time."""
+    return lambda _exc: {"Retry-After": seconds}
+
+
 def _field_errors(exc: PydanticValidationError) -> list[dict[str, Any]]:
     return [
         {
@@ -139,41 +166,19 @@ def _field_errors(exc: PydanticValidationError) -> list[dict[str, Any]]:
     ]
 
 
-def _auth_problem(request: Request, exc: Exception) -> HTTPResponse:
-    """400 for a malformed auth body, 403 for a missing scope, else 401 with a Bearer challenge.
-
-    sanic-jwt's own errors (missing or malformed header, refresh token mismatch) say 400 or
-    401 themselves; the SPEC wants 401 for all of them, and a 500 for its setup errors.
-    """
-    if isinstance(exc, BadAuthRequest):
-        return problem(request, 400, str(exc), type_="/problems/bad-auth-request")
-    if isinstance(exc, AuthBodyNotJson):
-        return problem(request, 415, str(exc))
-    if isinstance(exc, ScopeMissing):
-        challenge = (
-            f'Bearer realm="{REALM}", error="insufficient_scope", scope="{" ".join(exc.scopes)}"'
-        )
+def _validation_failed(request: Request, exc: SanicExtValidationError) -> HTTPResponse:
+    """422: the field errors pydantic found, or a body that is not an object at all."""
+    cause = exc.__context__
+    if isinstance(cause, PydanticValidationError):
         return problem(
             request,
-            403,
-            str(exc),
-            type_="/problems/insufficient-scope",
-            headers={"WWW-Authenticate": challenge},
+            422,
+            "The request body breaks the rules of one or more fields.",
+            type_="/problems/validation",
+            errors=_field_errors(cause),
         )
-    if isinstance(exc, SanicJWTException) and (exc.status_code or 500) >= 500:
-        log.error("sanic-jwt failed on %s %s: %r", request.method, request.path, exc)
-        return problem(request, 500, "The server failed to handle this request.")
-    challenge = f'Bearer realm="{REALM}"'
-    if isinstance(exc, NotAuthenticated) and exc.error:
-        challenge += f', error="{exc.error}"'
-    reasons = exc.args[0] if exc.args else "Authentication required."
-    detail = " ".join(reasons) if isinstance(reasons, list) else str(reasons)
     return problem(
-        request,
-        401,
-        detail,
-        type_="/problems/unauthorized",
-        headers={"WWW-Authenticate": challenge},
+        request, 422, "The request body is not a JSON object.", type_="/problems/validation"
     )
 
 
@@ -189,102 +194,94 @@ def _allowed_methods(request: Request) -> list[str]:
     return allowed
 
 
+def _method_not_allowed(request: Request, exc: MethodNotAllowed) -> HTTPResponse:
+    allowed = ", ".join(sorted(exc.allowed_methods or _allowed_methods(request)))
+    return problem(
+        request,
+        405,
+        f"{request.method} is not allowed here; use {allowed}.",
+        headers={"Allow": allowed},
+    )
+
+
+def _http_exception(request: Request, exc: HTTPException) -> HTTPResponse:
+    """Sanic's own errors keep their status; a 5xx says no more than its phrase unless debug."""
+    status = exc.status_code
+    detail = str(exc) if exc.message else HTTPStatus(status).description
+    if status >= 500 and not request.app.debug:
+        detail = HTTPStatus(status).description
+    return problem(request, status, detail, headers=dict(exc.headers or {}))
+
+
+def _database_down(request: Request, exc: BaseException) -> HTTPResponse:
+    log_database_down(exc)
+    return problem(
+        request,
+        503,
+        "The database is unavailable; retry shortly.",
+        headers={"Retry-After": RETRY_AFTER_UNAVAILABLE},
+    )
+
+
+def _undecodable_text(request: Request, exc: UnicodeError) -> HTTPResponse:
+    # Text that cannot be encoded comes only from the client: header bytes that are not
+    # UTF-8 (kept as surrogates by Sanic), reaching an encoder before any check refused
+    # them. A bad request, not a server fault: no traceback in the log.
+    log.info("undecodable text in a request to %s: %r", request.path, exc)
+    return problem(
+        request, 400, "The request holds bytes that are not UTF-8 text where text is needed."
+    )
+
+
+def _client_gone(request: Request, exc: RequestCancelled) -> HTTPResponse:
+    # The client went away mid-request (e.g. a load generator stopping): nobody to answer.
+    del exc
+    log.debug("request cancelled by the client: %s %s", request.method, request.path)
+    return problem(request, 400, "The client closed the connection.")
+
+
+def unhandled(request: Request, exc: BaseException) -> HTTPResponse:
+    """500 for an exception no entry maps, with its traceback in the log."""
+    log.exception("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    detail = repr(exc) if request.app.debug else "The server failed to handle this request."
+    return problem(request, 500, detail)
+
+
+# The framework's and the infrastructure's errors; `app/problems.py` adds the domain's.
+FRAMEWORK_PROBLEMS: ProblemTable = {
+    MalformedJson: Problem(
+        400,
+        "/problems/malformed-json",
+        detail="The request body is not valid JSON (RFC 8259): {exc}.",
+    ),
+    SanicExtValidationError: _validation_failed,
+    MethodNotAllowed: _method_not_allowed,
+    ServiceUnavailable: Problem(503, headers=retry_after(RETRY_AFTER_UNAVAILABLE)),
+    HTTPException: _http_exception,
+    **dict.fromkeys(DATABASE_DOWN, _database_down),
+    UnicodeError: _undecodable_text,
+    RequestCancelled: _client_gone,
+}
+
+
 class ProblemHandler(ErrorHandler):
-    """Sanic's error handler, answering every exception with problem+json."""
+    """Sanic's error handler, answering every exception with problem+json through `table`."""
+
+    def __init__(self, table: ProblemTable) -> None:
+        super().__init__()
+        self.table = dict(table)
+        # Each exception type's responder, resolved along its MRO once.
+        self._resolved: dict[type[BaseException], Responder] = {}
+
+    def responder(self, exc_type: type[BaseException]) -> Responder:
+        """The entry of the first class in `exc_type.__mro__` the table holds, else `unhandled`."""
+        found = self._resolved.get(exc_type)
+        if found is None:
+            found = next(
+                (self.table[cls] for cls in exc_type.__mro__ if cls in self.table), unhandled
+            )
+            self._resolved[exc_type] = found
+        return found
 
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
-        return to_problem(request, exception, debug=self.debug)
-
-
-def to_problem(request: Request, exc: Exception, *, debug: bool = False) -> HTTPResponse:  # noqa: PLR0911
-    if isinstance(exc, MalformedJson):
-        return problem(
-            request,
-            400,
-            f"The request body is not valid JSON (RFC 8259): {exc}.",
-            type_="/problems/malformed-json",
-        )
-    if isinstance(exc, SanicExtValidationError):
-        cause = exc.__context__
-        if isinstance(cause, PydanticValidationError):
-            return problem(
-                request,
-                422,
-                "The request body breaks the rules of one or more fields.",
-                type_="/problems/validation",
-                errors=_field_errors(cause),
-            )
-        return problem(
-            request, 422, "The request body is not a JSON object.", type_="/problems/validation"
-        )
-    if isinstance(exc, QueryError):
-        return problem(
-            request,
-            400,
-            "One or more query parameters are invalid.",
-            type_="/problems/bad-query",
-            errors=exc.errors,
-        )
-    if isinstance(exc, RateLimited):
-        headers = exc.decision.headers()
-        headers["Retry-After"] = str(exc.decision.reset)
-        return problem(request, 429, str(exc), type_="/problems/rate-limited", headers=headers)
-    if isinstance(exc, KeyInFlight):
-        return problem(
-            request,
-            409,
-            str(exc),
-            type_="/problems/idempotency-key-in-flight",
-            headers={"Retry-After": exc.retry_after},
-        )
-    if isinstance(exc, KeyReused):
-        return problem(request, 422, str(exc), type_="/problems/idempotency-key-reused")
-    if isinstance(exc, BadIdempotencyKey):
-        return problem(request, 400, str(exc), type_="/problems/bad-idempotency-key")
-    if isinstance(exc, AuthError | SanicJWTException):
-        return _auth_problem(request, exc)
-    if isinstance(exc, ItemNotFound | DoesNotExist):
-        return problem(request, 404, str(exc))
-    if isinstance(exc, VersionMismatch):
-        return problem(request, 412, str(exc), type_="/problems/version-mismatch")
-    if isinstance(exc, DuplicateSku | IntegrityError):
-        return problem(request, 409, str(exc), type_="/problems/duplicate-sku")
-    if isinstance(exc, MethodNotAllowed):
-        allowed = ", ".join(sorted(exc.allowed_methods or _allowed_methods(request)))
-        return problem(
-            request,
-            405,
-            f"{request.method} is not allowed here; use {allowed}.",
-            headers={"Allow": allowed},
-        )
-    if isinstance(exc, ServiceUnavailable):
-        return problem(request, 503, str(exc), headers={"Retry-After": RETRY_AFTER_SECONDS})
-    if isinstance(exc, HTTPException):
-        status = exc.status_code
-        detail = str(exc) if exc.message else HTTPStatus(status).description
-        if status >= 500 and not debug:
-            detail = HTTPStatus(status).description
-        return problem(request, status, detail, headers=dict(exc.headers or {}))
-    if isinstance(exc, DATABASE_DOWN):
-        log_database_down(exc)
-        return problem(
-            request,
-            503,
-            "The database is unavailable; retry shortly.",
-            headers={"Retry-After": RETRY_AFTER_SECONDS},
-        )
-    if isinstance(exc, UnicodeError):
-        # Text that cannot be encoded comes only from the client: header bytes that are not
-        # UTF-8 (kept as surrogates by Sanic), reaching an encoder before any check refused
-        # them. A bad request, not a server fault: no traceback in the log.
-        log.info("undecodable text in a request to %s: %r", request.path, exc)
-        return problem(
-            request, 400, "The request holds bytes that are not UTF-8 text where text is needed."
-        )
-    if isinstance(exc, RequestCancelled):
-        # The client went away mid-request (e.g. a load generator stopping): nobody to answer.
-        log.debug("request cancelled by the client: %s %s", request.method, request.path)
-        return problem(request, 400, "The client closed the connection.")
-    log.exception("unhandled error on %s %s", request.method, request.path, exc_info=exc)
-    detail = repr(exc) if debug else "The server failed to handle this request."
-    return problem(request, 500, detail)
+        return self.responder(type(exception))(request, exception)

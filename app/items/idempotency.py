@@ -51,7 +51,6 @@ log = logging.getLogger("app.idempotency")
 
 HEADER = "idempotency-key"
 REPLAYED_HEADER = "Idempotent-Replayed"
-RETRY_AFTER_SECONDS = "1"
 PURGE_BATCH = 5000
 # The operation a fingerprint names: one spelling per route, whichever path reached it.
 CREATE_ITEM = "POST /items"
@@ -104,8 +103,6 @@ class BadIdempotencyKey(IdempotencyError):
 
 
 class KeyInFlight(IdempotencyError):
-    retry_after = RETRY_AFTER_SECONDS
-
     def __init__(self) -> None:
         super().__init__(
             "A request with this Idempotency-Key is still being processed; retry shortly."

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from functools import wraps
-from typing import Any
 from urllib.parse import urlencode
 
 import asyncpg
@@ -12,8 +9,9 @@ import orjson
 from sanic import Blueprint, HTTPResponse, Request, empty
 from sanic_ext import validate
 
-from app.auth.tokens import SCOPE_WRITE, require_scope
-from app.http.errors import UnsupportedMediaType
+from app.auth.tokens import require_scope
+from app.constants import JSON, MERGE_PATCH, SCOPE_WRITE
+from app.http.bodies import accepts
 from app.http.responses import Response
 from app.items import idempotency, openapi, store
 from app.items.conditional import etag, if_match, none_match
@@ -22,29 +20,7 @@ from app.items.schemas import ItemIn, ItemPatch
 
 bp = Blueprint("items", url_prefix="/items")
 
-JSON = "application/json"
-MERGE_PATCH = "application/merge-patch+json"
 _DUMPS_OPTIONS = orjson.OPT_UTC_Z
-
-Handler = Callable[..., Awaitable[HTTPResponse]]
-
-
-def accepts(*media_types: str) -> Callable[[Handler], Handler]:
-    """Answer 415 unless the body is one of `media_types` (checked before validation)."""
-
-    def decorator(handler: Handler) -> Handler:
-        @wraps(handler)
-        async def checked(request: Request, *args: Any, **kwargs: Any) -> HTTPResponse:
-            sent = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
-            if sent not in media_types:
-                raise UnsupportedMediaType(
-                    f"Send the body as {' or '.join(media_types)}, not {sent or 'nothing'}."
-                )
-            return await handler(request, *args, **kwargs)
-
-        return checked
-
-    return decorator
 
 
 def _item_body(row: asyncpg.Record) -> bytes:

@@ -9,7 +9,6 @@ lose an update.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -221,7 +220,3 @@ async def delete_item(pool: Database, item_id: int, precondition: Precondition |
     deleted = await pool.fetchval(SQL_DELETE, item_id, versions)
     if deleted is None:
         raise await _missing_or_mismatch(pool, item_id, precondition)
-
-
-def price_of(row: asyncpg.Record) -> Decimal:
-    return Decimal(repr(row["price"]))
