@@ -5,9 +5,9 @@ logout, with the bearer security scheme and the schemas, header and problems onl
 
 from __future__ import annotations
 
-from app.auth.users import MAX_PASSWORD_LENGTH, SCOPE_WRITE, USERNAME
+from app.auth.users import MAX_PASSWORD_LENGTH, USERNAME
+from app.constants import JSON, SCOPE_WRITE
 from app.http.openapi import (
-    JSON,
     NO_NUL,
     RATE_LIMIT_HEADERS,
     READ_ERRORS,

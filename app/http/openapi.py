@@ -24,11 +24,10 @@ from sanic_ext.extensions.openapi.builders import OperationStore, SpecificationB
 from sanic_ext.extensions.openapi.definitions import RequestBody
 from sanic_ext.extensions.openapi.types import Schema
 
+from app.constants import JSON, PROBLEM_JSON
+
 H = TypeVar("H", bound=Callable[..., Any])
 
-JSON = "application/json"
-MERGE_PATCH = "application/merge-patch+json"
-PROBLEM_JSON = "application/problem+json"
 BEARER = "bearerAuth"
 # A string without NUL: PostgreSQL refuses NUL in text, so the handlers answer 400 first.
 NO_NUL = "^[^\\x00]*$"

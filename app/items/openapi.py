@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.auth.users import SCOPE_WRITE
+from app.constants import JSON, MERGE_PATCH, SCOPE_WRITE
 from app.http.openapi import (
-    JSON,
-    MERGE_PATCH,
     NO_NUL,
     PROBLEM,
     RATE_LIMIT_HEADERS,
