@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from sanic import Blueprint, HTTPResponse, Request
 
+from app.constants import JSON, RETRY_AFTER_UNAVAILABLE
 from app.db.migrate import MIGRATIONS_DIR
 from app.db.pool import Database
 from app.db.wiring import MODELS_APP
@@ -66,8 +67,8 @@ async def readiness(request: Request) -> HTTPResponse:
     return HTTPResponse(
         orjson.dumps(body),
         status=200 if ready else 503,
-        content_type="application/json",
-        headers=None if ready else {"Retry-After": "2"},
+        content_type=JSON,
+        headers=None if ready else {"Retry-After": RETRY_AFTER_UNAVAILABLE},
     )
 
 
