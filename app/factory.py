@@ -105,17 +105,16 @@ def create_app(settings: Settings | None = None) -> ItemsApp:
     Extend(app, built_in_extensions=False, extensions=[OpenAPIExtension, HTTPExtension])
     swagger_ui.register(app)
     middleware.register(app)
-    if app.emit_access_log and app.fast_json_access:
-        logs.register(app)  # flushes the buffered access lines
+    logs.register(app, settings)  # flushes the buffered access lines
     tracing.register(app, settings)  # before db: the pool's handle traces when this is on
     db.register(app)
     metrics.register(app, settings)
     gauges.register(app, settings)  # readiness, TLS days left, idempotency backlog
     lifecycle.register(app, settings)
-    balance.register(app)
-    ratelimit.register(app)
-    cache.register(app)
-    idempotency.register(app)
+    balance.register(app, settings)
+    ratelimit.register(app, settings)
+    cache.register(app, settings)
+    idempotency.register(app, settings)
     app.blueprint(health.bp)
     app.blueprint(items.bp)
     auth.register(app, settings)  # POST /auth, /auth/refresh, /auth/logout, GET /auth/me

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,6 +34,7 @@ from app.auth.tokens import (
     guard_reads,
 )
 from app.auth.users import User
+from app.background import run_in_background
 from app.constants import JSON
 from app.db.pool import untraced
 from app.http.bodies import require_media_type
@@ -226,8 +227,7 @@ def register(app: Sanic[Any, Any], settings: Settings) -> None:
     async def open_password_pool(app: Sanic[Any, Any]) -> None:
         app.ctx.auth.executor = ThreadPoolExecutor(PASSWORD_THREADS, "argon2")
 
-    @app.before_server_start
-    async def follow_token_revocations(app: Sanic[Any, Any]) -> None:
+    def follow_token_revocations(app: Sanic[Any, Any]) -> Coroutine[Any, Any, None]:
         # Any token older than the access-token lifetime has expired: older changes are moot.
         within = settings.ACCESS_TOKEN_TTL + LEEWAY_SECONDS + HISTORY_MARGIN
         db = untraced(app.ctx.db)
@@ -235,24 +235,26 @@ def register(app: Sanic[Any, Any], settings: Settings) -> None:
         async def poll() -> dict[int, int]:
             return await users.token_versions_changed(db, within)
 
-        # Started here, so the first poll answers before the worker serves its first request.
-        app.ctx.auth_poller = asyncio.get_running_loop().create_task(
-            app.ctx.auth.revoked.follow(poll), name="token-revocations"
-        )
+        revoked: RevokedTokens = app.ctx.auth.revoked
+        return revoked.follow(poll)
+
+    # Started before the server, so the first poll answers before the worker serves its first
+    # request; polling lasts through the drain (in-flight requests still check tokens) and
+    # stops before the pool closes (`run_in_background`).
+    run_in_background(
+        app,
+        "token-revocations",
+        follow_token_revocations,
+        start="before_server_start",
+        stop="after_server_stop",
+    )
+
+    @app.before_server_start
+    async def wait_for_first_poll(app: Sanic[Any, Any]) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + POLL_WAIT_AT_START
         while not app.ctx.auth.revoked.fresh and loop.time() < deadline:
             await asyncio.sleep(0.01)
-
-    @app.after_server_stop
-    async def stop_token_revocations(app: Sanic[Any, Any]) -> None:
-        # Polling lasts through the drain (in-flight requests still check tokens) and stops
-        # before the pool closes (shutdown listeners run in reverse order of registration).
-        poller: asyncio.Task[None] | None = getattr(app.ctx, "auth_poller", None)
-        if poller is not None:
-            poller.cancel()
-            with suppress(asyncio.CancelledError):
-                await poller
 
     @app.after_server_stop
     async def close_password_pool(app: Sanic[Any, Any]) -> None:

@@ -41,8 +41,10 @@ from typing import Any
 import asyncpg
 from sanic import Sanic
 
+from app.background import run_in_background
 from app.db.wiring import connect_direct
 from app.settings import Settings
+from app.shared_memory import share
 
 log = logging.getLogger("app.cache")
 
@@ -283,32 +285,21 @@ async def _set_within(event: asyncio.Event, seconds: float) -> bool:
     return True
 
 
-def register(app: Sanic[Any, Any]) -> None:
+def register(app: Sanic[Any, Any], settings: Settings) -> None:
     """Give each worker an `ItemCache` (when CACHE_ENABLED) and its LISTEN connection."""
-    settings: Settings = app.ctx.settings
     if not settings.CACHE_ENABLED:
         return
-
-    @app.main_process_start
-    async def share_generations(app: Sanic[Any, Any]) -> None:
-        app.shared_ctx.cache_generations = Generations.allocate()
+    generations = share(app, "cache_generations", Generations.allocate)
 
     @app.before_server_start
     async def open_cache(app: Sanic[Any, Any]) -> None:
-        shared = getattr(app.shared_ctx, "cache_generations", None)
-        if shared is None:
-            # Single-process servers (tests) have no main process: a table of their own.
-            shared = Generations.allocate()
-        cache = ItemCache(Generations(shared), settings.CACHE_TTL, settings.CACHE_MAX_ITEMS)
-        app.ctx.item_cache = cache
-        app.ctx.cache_listener = asyncio.get_running_loop().create_task(
-            listen_for_writes(cache, settings), name="cache-listener"
+        app.ctx.item_cache = ItemCache(
+            Generations(generations.memory), settings.CACHE_TTL, settings.CACHE_MAX_ITEMS
         )
 
-    @app.before_server_stop
-    async def close_cache(app: Sanic[Any, Any]) -> None:
-        task: asyncio.Task[None] | None = getattr(app.ctx, "cache_listener", None)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    run_in_background(
+        app,
+        "cache-listener",
+        lambda app: listen_for_writes(app.ctx.item_cache, settings),
+        start="before_server_start",
+    )

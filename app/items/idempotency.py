@@ -30,7 +30,6 @@ expired rows every `IDEMPOTENCY_PURGE_INTERVAL` seconds.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import re
@@ -43,6 +42,7 @@ import orjson
 from sanic import HTTPResponse, Request, Sanic
 
 from app.auth.identity import caller_key
+from app.background import run_in_background
 from app.db.pool import Database
 from app.http.responses import Response
 from app.settings import Settings
@@ -247,20 +247,10 @@ async def _purge_forever(app: Sanic[Any, Any], interval: float) -> None:
                 log.info("purged %d expired idempotency keys", deleted)
 
 
-def register(app: Sanic[Any, Any]) -> None:
+def register(app: Sanic[Any, Any], settings: Settings) -> None:
     """Purge expired keys periodically in each worker (deletes skip rows others hold)."""
-    settings: Settings = app.ctx.settings
-
-    @app.after_server_start
-    async def start_purging(app: Sanic[Any, Any]) -> None:
-        app.ctx.idempotency_purger = asyncio.get_running_loop().create_task(
-            _purge_forever(app, settings.IDEMPOTENCY_PURGE_INTERVAL), name="idempotency-purge"
-        )
-
-    @app.before_server_stop
-    async def stop_purging(app: Sanic[Any, Any]) -> None:
-        task: asyncio.Task[None] | None = getattr(app.ctx, "idempotency_purger", None)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    run_in_background(
+        app,
+        "idempotency-purge",
+        lambda app: _purge_forever(app, settings.IDEMPOTENCY_PURGE_INTERVAL),
+    )

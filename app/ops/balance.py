@@ -18,13 +18,16 @@ nothing and pays one integer test per request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import re
 from collections.abc import Sequence
 from multiprocessing.sharedctypes import RawArray
 from typing import TYPE_CHECKING, Any, cast
+
+from app.background import run_in_background
+from app.settings import Settings
+from app.shared_memory import share
 
 if TYPE_CHECKING:
     from sanic import Request, Sanic
@@ -97,36 +100,24 @@ class Balancer:
             self.update()
 
 
-def register(app: Sanic[Any, Any]) -> None:
+def register(app: Sanic[Any, Any], settings: Settings) -> None:
     """Balance connections when several workers share the listener (CONNECTION_BALANCE)."""
-    settings = app.ctx.settings
     if not settings.CONNECTION_BALANCE or settings.WORKERS < 2:
         return
     workers = settings.WORKERS
-    task: list[asyncio.Task[None]] = []
+    counts = share(app, "connection_counts", lambda: RawArray("q", workers))
 
-    @app.main_process_start
-    async def share_counts(app: Sanic[Any, Any]) -> None:
-        app.shared_ctx.connection_counts = RawArray("q", workers)
-
-    @app.after_server_start
-    async def start_balancing(app: Sanic[Any, Any]) -> None:
-        counts = getattr(app.shared_ctx, "connection_counts", None)
+    async def balance_connections(app: Sanic[Any, Any]) -> None:
         me = worker_index(workers)
-        if counts is None or me is None:
+        if not counts.across_workers or me is None:
             return  # a single-process server (tests): nothing to balance against
-        balancer = Balancer(counts, me)
+        balancer = Balancer(counts.memory, me)
         app.balancer = balancer
-        task.append(asyncio.get_running_loop().create_task(balancer.run()))
+        try:
+            await balancer.run()
+        finally:
+            # Stopping: this worker's connections no longer count against the others'.
+            app.balancer = None
+            balancer.counts[me] = 0
 
-    @app.before_server_stop
-    async def stop_balancing(app: Sanic[Any, Any]) -> None:
-        balancer: Balancer | None = getattr(app, "balancer", None)
-        app.balancer = None
-        if balancer is not None:
-            balancer.counts[balancer.me] = 0
-        while task:
-            running = task.pop()
-            running.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await running
+    run_in_background(app, "connection-balance", balance_connections)

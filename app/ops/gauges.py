@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Gauge
 
+from app.background import run_in_background
 from app.db.pool import untraced
 from app.ops.tls import NOT_AFTER_ENV
 from app.settings import Settings
@@ -137,18 +138,14 @@ def register(app: Sanic[Any, Any], settings: Settings) -> None:
     """Sample the gauges in every worker while it serves."""
     if not settings.METRICS_ENABLED:
         return
-    tasks: list[asyncio.Task[None]] = []
+    run_in_background(
+        app, "ready-gauge", lambda app: _sample_readiness(app, certificate_expiry(settings))
+    )
+    run_in_background(app, "backlog-gauge", _sample_backlog)
 
-    @app.after_server_start
-    async def start_sampling(app: Sanic[Any, Any]) -> None:
-        loop = asyncio.get_running_loop()
-        expires = certificate_expiry(settings)
-        tasks.append(loop.create_task(_sample_readiness(app, expires), name="ready-gauge"))
-        tasks.append(loop.create_task(_sample_backlog(app), name="backlog-gauge"))
-
+    # Registered after the samplers, so it runs before they are stopped (stop listeners run
+    # in reverse order); the readiness sampler, if it samples once more, sees `draining`.
     @app.before_server_stop
-    async def stop_sampling(app: Sanic[Any, Any]) -> None:  # noqa: ARG001
+    async def mark_not_ready(app: Sanic[Any, Any]) -> None:  # noqa: ARG001
         # Draining is readiness 503: say so at once rather than at the next sample.
         _set(READY, 0)
-        while tasks:
-            tasks.pop().cancel()

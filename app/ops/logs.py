@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from app.background import run_in_background
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -170,24 +171,26 @@ class OrderedHandler(logging.StreamHandler):  # type: ignore[type-arg]
 ACCESS_FLUSH_SECONDS = 0.1
 
 
-def register(app: Sanic[Any, Any]) -> None:
-    """Flush buffered access lines (`write_access_json`) every ACCESS_FLUSH_SECONDS and at stop."""
-    flusher: list[asyncio.Task[None]] = []
-
-    async def flush_regularly() -> None:
-        while True:
-            await asyncio.sleep(ACCESS_FLUSH_SECONDS)
-            flush_access_lines()
-
-    @app.after_server_start
-    async def start_flushing(app: Sanic[Any, Any]) -> None:  # noqa: ARG001
-        flusher.append(asyncio.get_running_loop().create_task(flush_regularly()))
-
-    @app.after_server_stop
-    async def stop_flushing(app: Sanic[Any, Any]) -> None:  # noqa: ARG001
-        while flusher:
-            flusher.pop().cancel()
+async def _flush_regularly(app: Sanic[Any, Any]) -> None:  # noqa: ARG001
+    while True:
+        await asyncio.sleep(ACCESS_FLUSH_SECONDS)
         flush_access_lines()
+
+
+def register(app: Sanic[Any, Any], settings: Settings) -> None:
+    """Flush buffered access lines (`write_access_json`) every ACCESS_FLUSH_SECONDS and at stop.
+
+    Only JSON access lines are buffered; nothing to do when they are not written.
+    """
+    if not (settings.ACCESS_LOG and json_lines(settings)):
+        return
+
+    # Registered first, so it runs after the flusher has stopped: the last lines go out.
+    @app.after_server_stop
+    async def flush_at_stop(app: Sanic[Any, Any]) -> None:  # noqa: ARG001
+        flush_access_lines()
+
+    run_in_background(app, "access-log-flush", _flush_regularly, stop="after_server_stop")
 
 
 _process_id: list[int] = []

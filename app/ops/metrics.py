@@ -29,6 +29,7 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 from sanic import HTTPResponse, Request
 from sanic.exceptions import Unauthorized
 
+from app.background import run_in_background
 from app.items.cache import LOOKUPS
 from app.ops import openapi
 from app.settings import Settings
@@ -270,20 +271,13 @@ def register(app: Sanic[Any, Any], settings: Settings) -> None:
     if settings.METRICS_PORT == 0:
         app.add_route(metrics, "/metrics", methods=["GET"], name="metrics")
 
-    sampler: list[asyncio.Task[None]] = []
-
     @app.after_server_start
-    async def start_sampling(app: Sanic[Any, Any]) -> None:
+    async def publish_build_info(app: Sanic[Any, Any]) -> None:  # noqa: ARG001
         import sanic
 
         BUILD_INFO.labels(_version(), platform.python_version(), sanic.__version__).set(1)
-        # A plain task (not app.add_task): that one needs Sanic's own loop, absent in tests.
-        sampler.append(asyncio.get_running_loop().create_task(_sample(app)))
 
-    @app.before_server_stop
-    async def stop_sampling(app: Sanic[Any, Any]) -> None:  # noqa: ARG001
-        while sampler:
-            sampler.pop().cancel()
+    run_in_background(app, "metrics-sampler", _sample)
 
     @app.after_server_stop
     async def forget_worker(app: Sanic[Any, Any]) -> None:  # noqa: ARG001

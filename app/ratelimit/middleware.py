@@ -20,6 +20,7 @@ from app.ops.metrics import RATE_LIMITED
 from app.ratelimit.policy import Decision, Limiter, LocalLimiter, Policy, RateLimited, RedisLimiter
 from app.ratelimit.window_table import WindowTable
 from app.settings import Settings
+from app.shared_memory import share
 
 # Routes never limited (by the first segment of their template): probes, metrics and docs
 # must answer however busy a client is.
@@ -78,9 +79,8 @@ def login_username(request: Request) -> str | None:
     return None
 
 
-def register(app: Sanic[Any, Any]) -> None:
-    """Wire the limits of `app.ctx.settings` into `app`; nothing at all when RATE_LIMIT=off."""
-    settings: Settings = app.ctx.settings
+def register(app: Sanic[Any, Any], settings: Settings) -> None:
+    """Wire the limits of `settings` into `app`; nothing at all when RATE_LIMIT=off."""
     if settings.RATE_LIMIT == "off":
         return
     general = Policy.parse(settings.RATE_LIMIT)
@@ -92,17 +92,19 @@ def register(app: Sanic[Any, Any]) -> None:
     )
     trusted = settings.TRUSTED_PROXIES
 
-    @app.main_process_start
-    async def share_table(app: Sanic[Any, Any]) -> None:
-        app.shared_ctx.ratelimit_table = WindowTable.allocate(workers=settings.WORKERS)
+    # A single-process server's table has only the one column it writes.
+    table = share(
+        app,
+        "ratelimit_table",
+        lambda: WindowTable.allocate(workers=settings.WORKERS),
+        alone=WindowTable.allocate,
+    )
 
     @app.before_server_start
     async def open_limiter(app: Sanic[Any, Any]) -> None:
         classify_routes(app)
-        # Single-process servers (tests) have no main process: a table of their own.
-        shared = getattr(app.shared_ctx, "ratelimit_table", None)
-        workers = settings.WORKERS if shared is not None else 0
-        array, lock = shared or WindowTable.allocate()
+        workers = settings.WORKERS if table.across_workers else 0
+        array, lock = table.memory
         local = LocalLimiter(WindowTable(array, lock, workers, worker_index(settings.WORKERS)))
         limiter: Limiter = RedisLimiter(settings.REDIS_URL, local) if settings.REDIS_URL else local
         app.ctx.limiter = limiter
