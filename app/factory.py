@@ -100,8 +100,8 @@ def create_app(settings: Settings | None = None) -> ItemsApp:
     # The OpenAPI document's info and Swagger UI (the only docs page, served offline).
     app.config.update(swagger_ui.CONFIG)
     # sanic-ext for OpenAPI and validation, plus its HEAD/OPTIONS handling; not its dependency
-    # injection, whose signal ran on every request (3.5 % of a worker on GET by id), nor its
-    # health and logging extensions (app/health.py, app/logs.py do those).
+    # injection, whose signal runs on every request and injects nothing here, nor its health
+    # and logging extensions (app/ops/health.py, app/ops/logs.py do those).
     Extend(app, built_in_extensions=False, extensions=[OpenAPIExtension, HTTPExtension])
     swagger_ui.register(app)
     middleware.register(app)
