@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The session's users (tests/conftest.py `auth_tokens`): scope items:write / items:read only.
 WRITER = "test-writer"
 READER = "test-reader"
-TEST_PASSWORD = "correct horse battery staple"  # noqa: S105 (a test fixture)
+TEST_PASSWORD = "correct horse battery staple"
 
 
 def free_port() -> int:

@@ -230,5 +230,5 @@ def configure_logging(settings: Settings) -> None:
     logging.captureWarnings(True)
     # The logging docs' "Optimization" switches: no caller lookup (a stack walk per record)
     # and no thread name; the process id stays (it names the worker).
-    logging._srcfile = None
+    logging._srcfile = None  # noqa: SLF001 (the switch the logging docs name)
     logging.logThreads = False

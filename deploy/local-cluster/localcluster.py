@@ -431,9 +431,9 @@ def with_pgbouncer(database_url: str, command: list[str]) -> int:
     cluster = Cluster(database_url=database_url, instances=0)
     cluster.workdir = Path(tempfile.mkdtemp(prefix="items-pgbouncer-"))
     cluster.workdir.chmod(0o755)
-    cluster._own_workdir = True
+    cluster._own_workdir = True  # noqa: SLF001 (the cluster's own helper, same module)
     try:
-        cluster._start_pgbouncer()
+        cluster._start_pgbouncer()  # noqa: SLF001 (the cluster's own helper, same module)
         env = {
             **os.environ,
             "TEST_DATABASE_URL": with_port(database_url, cluster.pgbouncer_port),

@@ -35,10 +35,10 @@ def test_task_serves_requests_and_has_stopped_before_earlier_stop_listeners() ->
     events: list[str] = app.ctx.events
 
     @app.after_server_stop
-    async def close_pool(app: Sanic[Any, Any]) -> None:  # noqa: ARG001
+    async def close_pool(app: Sanic[Any, Any]) -> None:
         events.append("pool closed")
 
-    async def poll(app: Sanic[Any, Any]) -> None:  # noqa: ARG001
+    async def poll(app: Sanic[Any, Any]) -> None:
         events.append("polling")
         try:
             await asyncio.Event().wait()
@@ -57,7 +57,7 @@ def test_task_serves_requests_and_has_stopped_before_earlier_stop_listeners() ->
 def test_a_crashed_task_is_logged_with_its_name(caplog: pytest.LogCaptureFixture) -> None:
     app = _app("background_crash")
 
-    async def fail(app: Sanic[Any, Any]) -> None:  # noqa: ARG001
+    async def fail(app: Sanic[Any, Any]) -> None:
         raise RuntimeError("the database went away")
 
     run_in_background(app, "failing-loop", fail)
@@ -79,7 +79,7 @@ def test_a_single_process_server_gets_its_own_memory() -> None:
     seen: list[tuple[bool, int]] = []
 
     @app.before_server_start
-    async def open_counts(app: Sanic[Any, Any]) -> None:  # noqa: ARG001
+    async def open_counts(app: Sanic[Any, Any]) -> None:
         seen.append((counts.across_workers, len(counts.memory)))
 
     with ReusableClient(app, port=free_port()):

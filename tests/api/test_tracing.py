@@ -98,7 +98,7 @@ def test_an_invented_method_names_no_span(
             return await http.request("ZQXYZ", f"http://127.0.0.1:{client.port}/items")
 
     # The in-process server answers only while its own loop runs.
-    response = client._loop.run_until_complete(send())  # noqa: SLF001
+    response = client._loop.run_until_complete(send())
     assert response.status_code in (404, 405)
     [server] = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
     assert server.name == "HTTP <unmatched>"

@@ -9,10 +9,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from harness.accesslog import log_offset, slowest_since  # noqa: E402
-from harness.options import parse_args  # noqa: E402
-from harness.report import summarise  # noqa: E402
-from harness.wrk import Measurement  # noqa: E402
+from harness.accesslog import log_offset, slowest_since
+from harness.options import parse_args
+from harness.report import summarise
+from harness.wrk import Measurement
 
 
 def _line(ms: float, route: str = "/items/<item_id:int>", status: int = 200) -> bytes:

@@ -9,10 +9,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from harness.options import parse_args  # noqa: E402
-from harness.report import counterpart, reference, summarise  # noqa: E402
-from harness.servers import make_servers  # noqa: E402
-from harness.wrk import Measurement  # noqa: E402
+from harness.options import parse_args
+from harness.report import counterpart, reference, summarise
+from harness.servers import make_servers
+from harness.wrk import Measurement
 
 
 def _measurement(server: str, round_no: int, rps: float, p99_ms: float) -> Measurement:

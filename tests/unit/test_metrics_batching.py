@@ -20,14 +20,14 @@ def _samples(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
 
 def test_one_batch_equals_one_observe_per_request() -> None:
     observed, batched = CollectorRegistry(), CollectorRegistry()
-    buckets = LATENCY._upper_bounds[:-1]  # noqa: SLF001 (the +Inf bound is implied)
+    buckets = LATENCY._upper_bounds[:-1]  # the +Inf bound is implied
     one_by_one = Histogram("latency", "l", buckets=buckets, registry=observed)
     in_one_go = Histogram("latency", "l", buckets=buckets, registry=batched)
     stats = RequestStats()
     for seconds in DURATIONS:
         one_by_one.observe(seconds)
         stats.record("GET", "/x", 200, seconds)
-    [entry] = stats._latency.values()  # noqa: SLF001
+    [entry] = stats._latency.values()
     add_observations(in_one_go, entry)
     assert _samples(batched) == _samples(observed)
 
