@@ -13,8 +13,8 @@ and a hit is served only while that stamp is unchanged:
   version over the newer one;
 - other machines learn of a write from PostgreSQL: a trigger on `items` sends
   `NOTIFY items_changed, '<id>'` in the writing transaction (`'*'` for a TRUNCATE), and
-  each worker LISTENs on a dedicated connection and bumps the generation on receipt
-  (measured: milliseconds).
+  each worker LISTENs on a dedicated connection and bumps the generation on receipt, within
+  milliseconds.
 
 A worker that cannot be sure it hears every write serves nothing from its cache and drops it:
 from the moment its LISTEN connection closes (asyncpg's termination callback, at once: a

@@ -1,8 +1,8 @@
 """Keep-alive connections spread evenly over the workers.
 
 Workers share one listening socket and each accepts greedily, so a burst of new connections
-(a client pool or a load generator opening 64 at once) often lands 40/24 or 47/17 on two
-workers, measured here; those connections then stay where they landed for their whole
+(a client pool or a load generator opening 64 at once) often lands far from even on two
+workers (bench/README.md); those connections then stay where they landed for their whole
 keep-alive life. The loaded worker answers slower, the other idles, and the clients on the
 loaded one see the tail latency.
 

@@ -113,8 +113,8 @@ def write_access_json(
     """The access line as `JsonFormatter` would write it, without the logging machinery.
 
     One line per request is the hottest log call there is: building a LogRecord, the handler
-    lock, the extras filter and a str round trip measured at ~17 % of a worker's time on
-    GET /items/{id}. Same fields, same order, same stream. Lines wait in this process's own
+    lock, the extras filter and a str round trip, a large share of a cheap request's cost
+    (bench/README.md). Same fields, same order, same stream. Lines wait in this process's own
     buffer (stdout itself is unbuffered under PYTHONUNBUFFERED=1, as in the image, which made
     each line a write syscall) and go out in one write: at ACCESS_BUFFER_BYTES, before any
     other log line (`OrderedHandler`, so lines stay in order), within ACCESS_FLUSH_SECONDS

@@ -123,7 +123,7 @@ class RequestStats:
 
     Every prometheus-client update in multiprocess mode takes a lock, asks the OS for the pid
     and writes a memory-mapped file; five of them per request (in-flight up and down, the
-    counter, a histogram's bucket and sum) cost ~5 % of a worker on GET /items/{id}. Here a
+    counter, a histogram's bucket and sum) would be a visible share of a cheap request. Here a
     request costs two dict updates; `flush()` hands the totals to the metrics every
     FLUSH_SECONDS, before this worker renders a scrape, and when the worker stops.
     """
