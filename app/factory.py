@@ -51,15 +51,15 @@ class AppContext:
     settings: Settings
     pool: asyncpg.Pool | None = field(default=None)
     orm: TortoiseContext | None = None
-    # Operations (app/pool.py, app/lifecycle.py, app/tracing.py).
+    # Operations (app/db/pool.py, app/ops/lifecycle.py, app/ops/tracing.py).
     db: Database | None = field(default=None)
     draining: bool = False
     span_exporter: SpanExporter | None = None
     tracer_provider: Any = None
-    # Traffic control (app/ratelimit.py, app/cache.py, app/idempotency.py); None when off.
+    # Traffic control (app/ratelimit, app/items/cache.py); None when off.
     limiter: Limiter | None = None
     item_cache: cache.ItemCache | None = None
-    # The worker's last readiness result, shared by every probe for a second (app/health.py).
+    # The worker's last readiness result, shared by every probe for a second (app/ops/health.py).
     readiness: health.Readiness = field(default_factory=health.Readiness)
 
 
@@ -69,12 +69,12 @@ ItemsApp = ObservedSanic[AppContext]
 def create_app(settings: Settings | None = None) -> ItemsApp:
     """Build the app for `settings` (read from the environment when not given)."""
     settings = settings or load_settings()
-    # Logging is configured by `python -m app serve` (app/logs.py), not by Sanic.
+    # Logging is configured by `python -m app serve` (app/ops/logs.py), not by Sanic.
     app: ItemsApp = ObservedSanic(
         APP_NAME,
         ctx=AppContext(settings),
         error_handler=ProblemHandler(PROBLEMS),
-        # Every JSON body goes through the one strict parser (app/bodies.py).
+        # Every JSON body goes through the one strict parser (app/http/bodies.py).
         request_class=JsonRequest,
         configure_logging=False,
     )
@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None) -> ItemsApp:
         RESPONSE_TIMEOUT=settings.RESPONSE_TIMEOUT,
         KEEP_ALIVE_TIMEOUT=settings.KEEP_ALIVE_TIMEOUT,
         GRACEFUL_SHUTDOWN_TIMEOUT=settings.GRACEFUL_SHUTDOWN_TIMEOUT,
-        # Sanic's own access log stays off: app/observability.py writes one (ACCESS_LOG).
+        # Sanic's own access log stays off: app/ops/hook.py writes one (ACCESS_LOG).
         ACCESS_LOG=False,
         # Security: no framework banner, no auto-reload, no debug pages.
         MOTD=False,

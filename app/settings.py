@@ -76,11 +76,11 @@ class Settings(BaseSettings):
     KEEP_ALIVE_TIMEOUT: float = Field(default=5.0, gt=0)
     GRACEFUL_SHUTDOWN_TIMEOUT: float = Field(default=15.0, gt=0)
     # Workers over their share of keep-alive connections close a few after a response, so
-    # clients reconnect to the less busy worker (app/balance.py).
+    # clients reconnect to the less busy worker (app/ops/balance.py).
     CONNECTION_BALANCE: bool = True
 
-    # --- Operations: logs, metrics, tracing, health, shutdown (app/logs.py, app/metrics.py,
-    # app/tracing.py, app/health.py, app/lifecycle.py) ---
+    # --- Operations: logs, metrics, tracing, health, shutdown (app/ops/logs.py, app/ops/metrics.py,
+    # app/ops/tracing.py, app/ops/health.py, app/ops/lifecycle.py) ---
     # "auto": JSON lines in production, readable lines in development.
     LOG_FORMAT: Literal["auto", "json", "text"] = "auto"
     # After SIGTERM, keep serving (readiness 503) this long so load balancers stop routing here.
@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     # Readiness warns when the TLS certificate expires within this many days.
     TLS_WARN_DAYS: int = Field(default=14, ge=0)
 
-    # --- Traffic control (app/ratelimit.py, app/cache.py, app/idempotency.py) ---
+    # --- Traffic control (app/ratelimit, app/items/cache.py, app/items/idempotency.py) ---
     # "N/second|minute|hour|day" per client (token subject, else client IP), or "off".
     RATE_LIMIT: str = "1200/minute"
     # The stricter limit on `POST /auth`, per client IP.
@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     # Empty: limits are shared by the workers of one machine; set: by every machine.
     REDIS_URL: str = ""
     CACHE_ENABLED: bool = True
-    # At most a day: the cache's generation stamps repeat after 25 days (app/cache.py).
+    # At most a day: the cache's generation stamps repeat after 25 days (app/items/cache.py).
     CACHE_TTL: float = Field(default=30.0, gt=0, le=86_400)
     CACHE_MAX_ITEMS: PositiveInt = 10_000
     IDEMPOTENCY_TTL: PositiveInt = 24 * 3600
@@ -152,7 +152,7 @@ class Settings(BaseSettings):
 
     # --- end of traffic control ---
 
-    # --- Security: tokens (app/auth.py) and TLS (app/tls.py) ---
+    # --- Security: tokens (app/auth/tokens.py) and TLS (app/ops/tls.py) ---
     # HMAC key for access tokens, >= 32 bytes. Required in production; in development an
     # unset key falls back to DEV_JWT_SECRET (public, and fixed so every worker shares it).
     JWT_SECRET: SecretStr | None = Field(default=None, validate_default=True)
@@ -161,7 +161,7 @@ class Settings(BaseSettings):
     REFRESH_TOKEN_TTL: int = Field(default=14 * 86_400, ge=300, le=365 * 86_400)
     AUTH_REQUIRED_FOR_READS: bool = False
     # Development only: the local user `serve` makes sure exists (scope items:write) so the
-    # README's quickstart can write (`make token`, app/dev_user.py). Unset: "dev"; empty: none.
+    # README's quickstart can write (`make token`, app/auth/dev_user.py). Unset: "dev"; empty: none.
     # Production never creates users: any value there stops start-up.
     DEV_USER: str | None = None
     # TLS is on when TLS_ENABLED=true, or, with TLS_ENABLED unset, when TLS_CERT or TLS_KEY

@@ -17,7 +17,7 @@ class User(Model):
     is_active = fields.BooleanField(default=True)
     # Access tokens carry the version they were issued at; a trigger bumps it (and stamps
     # tokens_changed_at) when the user is disabled, their scopes or password change, or their
-    # tokens are revoked. Workers poll the recently stamped users (app/token_cache.py).
+    # tokens are revoked. Workers poll the recently stamped users (app/auth/token_cache.py).
     token_version = fields.IntField(default=0)
     tokens_changed_at = fields.DatetimeField(null=True, db_index=True)
     created_at = fields.DatetimeField(auto_now_add=True)

@@ -11,7 +11,7 @@ can log in many times).
 
 `RevokedTokens`: which tokens were revoked since they were issued. Every access token
 carries its user's `token_version`; disabling a user, changing their scopes or password, or
-revoking their tokens bumps that version in PostgreSQL (app/users.py). Each worker polls the
+revoking their tokens bumps that version in PostgreSQL (app/auth/users.py). Each worker polls the
 versions of the users changed lately (`RevokedTokens.follow`, one small indexed query every
 POLL_INTERVAL) and refuses a token whose version is older than its user's. A cache hit above
 is checked too, so a verified token stops working as soon as the poll brings its revocation.

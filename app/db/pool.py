@@ -197,7 +197,7 @@ class Database:
 
     @property
     def waiting(self) -> int:
-        """Calls waiting for a connection now (a gauge, app/metrics.py)."""
+        """Calls waiting for a connection now (a gauge, app/ops/metrics.py)."""
         return self.queue.waiting
 
     async def acquire(self) -> asyncpg.Connection:

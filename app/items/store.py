@@ -1,5 +1,5 @@
 """Item persistence: parametrised SQL on the worker's pool (Tortoise's own), through its
-`Database` handle (app/pool.py), which bounds the wait for a free connection.
+`Database` handle (app/db/pool.py), which bounds the wait for a free connection.
 
 Reads return plain asyncpg records; every write is one atomic statement whose
 WHERE clause carries the version precondition, so concurrent writers can never

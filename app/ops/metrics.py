@@ -96,7 +96,7 @@ BUILD_INFO = Gauge(
 # Every label value comes from a small fixed set, never from the request as sent: a method
 # is any token a client writes (`ZQXYZ /items` reaches the app and gets a 404), and each new
 # value would add a series to every worker's dicts and files and to each scrape. Routes are
-# labelled by template or `<unmatched>` (app/observability.py), statuses are the server's own.
+# labelled by template or `<unmatched>` (app/ops/hook.py), statuses are the server's own.
 # tests/server/test_metrics.py sends invented methods and paths and checks /metrics stays put.
 STANDARD_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"}

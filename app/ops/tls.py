@@ -27,7 +27,7 @@ CERT_FILE = "fullchain.pem"
 KEY_FILE = "privkey.pem"
 DEV_CERT_DAYS = 365
 DEV_NAMES = ("localhost", "127.0.0.1", "::1")
-# Set by `python -m app serve` after `check_files`, read by workers' readiness (app/health.py).
+# Set by `python -m app serve` after `check_files`, read by workers' readiness (app/ops/health.py).
 NOT_AFTER_ENV = "ITEMS_TLS_NOT_AFTER"
 
 

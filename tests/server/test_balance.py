@@ -1,4 +1,4 @@
-"""Keep-alive connections move from a crowded worker to an idle one (app/balance.py)."""
+"""Keep-alive connections move from a crowded worker to an idle one (app/ops/balance.py)."""
 
 from __future__ import annotations
 
