@@ -13,11 +13,14 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from app.auth.users import UserError
 from app.ops.logs import configure_logging
 from app.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from tortoise.backends.base.client import BaseDBAsyncClient
 
 T = TypeVar("T")
 
@@ -127,16 +130,13 @@ def _read_password() -> str:
     return sys.stdin.readline().rstrip("\r\n")
 
 
-def _on_database(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
-    """Run `work` on one direct connection to the database (the user commands)."""
-    from app.db.wiring import connect_direct
+def _on_database(settings: Settings, work: Callable[[BaseDBAsyncClient], Awaitable[T]]) -> T:
+    """Run `work` with the ORM on one direct connection to the database (the user commands)."""
+    from app.db.wiring import orm_session
 
     async def run() -> T:
-        conn = await connect_direct(_with_database(settings))
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
+        async with orm_session(_with_database(settings)) as db:
+            return await work(db)
 
     return asyncio.run(run())
 
@@ -149,7 +149,7 @@ def create_user(settings: Settings, args: argparse.Namespace) -> int:
         users.check_new_user(args.username, "x" * users.MIN_PASSWORD_LENGTH, scopes)
         password = _read_password()
         user = _on_database(
-            settings, lambda conn: users.create_user(conn, args.username, password, scopes)
+            settings, lambda db: users.create_user(db, args.username, password, scopes)
         )
     except UserError as exc:
         sys.stderr.write(f"error: {exc}\n")
@@ -162,7 +162,7 @@ def revoke_tokens(settings: Settings, args: argparse.Namespace) -> int:
     from app.auth import users
 
     try:
-        revoked = _on_database(settings, lambda conn: users.revoke_user_tokens(conn, args.username))
+        revoked = _on_database(settings, lambda db: users.revoke_user_tokens(db, args.username))
     except UserError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1
@@ -179,13 +179,13 @@ def change_user(settings: Settings, args: argparse.Namespace) -> int:
     within 1 s on every worker (app/token_cache.py); disabling also ends every login."""
     from app.auth import users
 
-    async def change(conn: Any) -> str:
+    async def change(db: BaseDBAsyncClient) -> str:
         if args.command == "set-scopes":
             scopes = [scope for part in args.scopes for scope in part.replace(",", " ").split()]
-            kept = await users.set_scopes(conn, args.username, scopes)
+            kept = await users.set_scopes(db, args.username, scopes)
             return f"scopes of {args.username}: {' '.join(kept) or '(none)'}"
         active = args.command == "enable-user"
-        await users.set_active(conn, args.username, active=active)
+        await users.set_active(db, args.username, active=active)
         return f"{'enabled' if active else 'disabled'} {args.username}"
 
     try:

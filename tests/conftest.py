@@ -7,13 +7,13 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 from sanic import Sanic
 from sanic_testing.reusable import ReusableClient
 
 from app.auth import users
 from app.db.migrate import migrate as migrate_database
+from app.db.wiring import orm_session
 from app.factory import create_app
 from app.settings import Settings, load_settings
 from tests.pg_cluster import ThrowawayCluster
@@ -84,12 +84,9 @@ def auth_tokens(database_url: str) -> dict[str, dict[str, str]]:
     """
 
     async def create_users() -> None:
-        conn = await asyncpg.connect(database_url)
-        try:
-            await users.create_user(conn, WRITER, TEST_PASSWORD, [users.SCOPE_WRITE])
-            await users.create_user(conn, READER, TEST_PASSWORD, [users.SCOPE_READ])
-        finally:
-            await conn.close()
+        async with orm_session(app_settings(database_url)) as db:
+            await users.create_user(db, WRITER, TEST_PASSWORD, [users.SCOPE_WRITE])
+            await users.create_user(db, READER, TEST_PASSWORD, [users.SCOPE_READ])
 
     asyncio.run(create_users())
     # Tokens valid for the whole session, however long it runs.

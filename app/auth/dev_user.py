@@ -22,7 +22,9 @@ import urllib.request
 from pathlib import Path
 
 import asyncpg
+from tortoise.exceptions import OperationalError
 
+import models
 from app.auth import users
 from app.settings import Settings
 
@@ -52,24 +54,23 @@ def _new_password(path: Path) -> str:
 
 async def ensure(settings: Settings) -> None:
     """Create the development user when it does not exist yet; log how to get its token."""
-    from app.db.wiring import connect_direct
+    from app.db.wiring import orm_session
 
     username = settings.dev_user
     if username is None:
         return
     path = password_file(settings, username)
-    conn = await connect_direct(settings)
     try:
-        exists = await conn.fetchval("SELECT 1 FROM users WHERE username = $1", username)
-        if not exists:
-            password = path.read_text().strip() if path.is_file() else _new_password(path)
-            await users.create_user(conn, username, password, [users.SCOPE_WRITE])
-            log.info("created the development user %s (scope %s)", username, users.SCOPE_WRITE)
-    except asyncpg.UndefinedTableError:
+        async with orm_session(settings) as db:
+            if not await models.User.filter(username=username).using_db(db).exists():
+                password = path.read_text().strip() if path.is_file() else _new_password(path)
+                await users.create_user(db, username, password, [users.SCOPE_WRITE])
+                log.info("created the development user %s (scope %s)", username, users.SCOPE_WRITE)
+    except OperationalError as exc:
+        if not isinstance(exc.__cause__, asyncpg.UndefinedTableError):
+            raise
         log.warning("no users table yet: apply the migrations (make migrate), then restart")
         return
-    finally:
-        await conn.close()
     if not path.is_file():
         # Its password lives only in that file: without it `make token` cannot log in.
         log.warning(

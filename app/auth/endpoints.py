@@ -36,7 +36,7 @@ from app.auth.tokens import (
 from app.auth.users import User
 from app.background import run_in_background
 from app.constants import JSON
-from app.db.pool import untraced
+from app.db.wiring import orm_client
 from app.http.bodies import require_media_type
 from app.settings import Settings
 
@@ -84,7 +84,9 @@ class ItemsAuthentication(Authentication):  # type: ignore[misc]
 
     async def authenticate(self, request: Request, *_: Any, **__: Any) -> User:
         username, password = _credentials(request, "username", "password")
-        user = await users.authenticate(request.app.ctx.db, username, password, self.executor)
+        user = await users.authenticate(
+            orm_client(request.app.ctx.orm), username, password, self.executor
+        )
         if user is None:
             raise NotAuthenticated(
                 "Wrong username or password, or the account is disabled.", error=None
@@ -96,7 +98,7 @@ class ItemsAuthentication(Authentication):  # type: ignore[misc]
     ) -> User:
         user = None
         if payload is not None:
-            user = await users.get_user(request.app.ctx.db, payload["user_id"])
+            user = await users.get_user(orm_client(request.app.ctx.orm), payload["user_id"])
         if user is None:
             raise NotAuthenticated("The account no longer exists or is disabled.")
         return user
@@ -108,7 +110,7 @@ class ItemsAuthentication(Authentication):  # type: ignore[misc]
         self, user_id: int, refresh_token: str, request: Request, *_: Any, **__: Any
     ) -> None:
         await users.store_refresh_token(
-            request.app.ctx.db, user_id, refresh_token, self.refresh_ttl
+            orm_client(request.app.ctx.orm), user_id, refresh_token, self.refresh_ttl
         )
 
     async def retrieve_refresh_token(
@@ -120,7 +122,7 @@ class ItemsAuthentication(Authentication):  # type: ignore[misc]
         [token] = _credentials(request, "refresh_token")
         successor = _new_refresh_token()
         outcome = await users.rotate_refresh_token(
-            request.app.ctx.db, user_id, token, successor, self.refresh_ttl
+            orm_client(request.app.ctx.orm), user_id, token, successor, self.refresh_ttl
         )
         if outcome is users.Rotation.REUSED:
             log.warning(
@@ -191,7 +193,7 @@ class LogoutEndpoint(BaseEndpoint):  # type: ignore[misc]
     async def post(self, request: Request, *_: Any, **__: Any) -> HTTPResponse:
         """End a login: its refresh tokens are revoked (204 whether or not it was valid)."""
         [token] = _credentials(request, "refresh_token")
-        await users.revoke_refresh_token(request.app.ctx.db, token)
+        await users.revoke_refresh_token(orm_client(request.app.ctx.orm), token)
         return empty(status=204)
 
 
@@ -230,7 +232,7 @@ def register(app: Sanic[Any, Any], settings: Settings) -> None:
     def follow_token_revocations(app: Sanic[Any, Any]) -> Coroutine[Any, Any, None]:
         # Any token older than the access-token lifetime has expired: older changes are moot.
         within = settings.ACCESS_TOKEN_TTL + LEEWAY_SECONDS + HISTORY_MARGIN
-        db = untraced(app.ctx.db)
+        db = orm_client(app.ctx.orm)
 
         async def poll() -> dict[int, int]:
             return await users.token_versions_changed(db, within)

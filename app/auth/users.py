@@ -1,10 +1,13 @@
 """Users and their refresh tokens: the store behind login, refresh, logout and the CLI.
 
-Plain asyncpg like `app.item_store`; every function takes a pool or a connection. Knows
-nothing of HTTP: it returns values or raises the errors below.
+A cold path, so on the ORM: the models in `models/user.py`, the schema's source. Every function
+takes the ORM's client and runs its queries on it (`using_db`): a worker's is
+`orm_client(app.ctx.orm)`, a command's comes from `orm_session` (app/db/wiring.py). Either
+takes its connections through the fair queue and deadline of the worker's pool, like the hot
+paths' SQL (app/db/orm.py). Knows nothing of HTTP: it returns values or raises the errors below.
 
-Refresh tokens rotate: each use marks the token used and stores its successor in the same
-*family* (one per login), in one statement, so of two refreshes with one token exactly one
+Refresh tokens rotate: each use marks the token used, in one conditional UPDATE, and stores its
+successor in the same *family* (one per login), so of two refreshes with one token exactly one
 succeeds, on any worker or machine. A used token presented again means it was copied: its
 whole family is revoked, and so are the user's access tokens.
 
@@ -21,6 +24,7 @@ import asyncio
 import enum
 import hashlib
 import re
+import uuid
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,6 +33,11 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from tortoise.backends.base.client import BaseDBAsyncClient, TransactionContext
+from tortoise.exceptions import IntegrityError
+from tortoise.expressions import F, Q, RawSQL, Subquery
+
+import models
 
 # Re-exported: the scopes a user record may hold are checked here.
 from app.constants import SCOPE_READ as SCOPE_READ
@@ -50,9 +59,6 @@ MAX_USED_REFRESH_TOKENS_PER_USER = 100
 # argon2id at OWASP's recommended minimum (19 MiB, 2 passes, 1 lane): about 20 ms per hash.
 HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 
-# A pool or a single connection: both have fetchrow / fetchval / execute.
-Database = Any
-
 
 class UserError(Exception):
     """A user cannot be created or changed as asked; the message says why."""
@@ -72,14 +78,20 @@ class User:
         return {"user_id": self.id, "username": self.username, "scopes": list(self.scopes)}
 
 
-def _user(row: Any) -> User:
+def _user(account: models.User) -> User:
     return User(
-        id=row["id"],
-        username=row["username"],
-        scopes=tuple(row["scopes"].split()),
-        is_active=row["is_active"],
-        token_version=row["token_version"],
+        id=account.id,
+        username=account.username,
+        scopes=tuple(account.scopes.split()),
+        is_active=account.is_active,
+        token_version=account.token_version,
     )
+
+
+def _transaction(db: BaseDBAsyncClient) -> TransactionContext:
+    # Tortoise's `in_transaction()` would take the context's default connection; this one is
+    # on the client the caller passed (app/db/orm.py: one turn, one deadline).
+    return db._in_transaction()  # noqa: SLF001
 
 
 @cache
@@ -112,99 +124,105 @@ def check_new_user(username: str, password: str, scopes: list[str]) -> None:
         )
 
 
-async def create_user(db: Database, username: str, password: str, scopes: list[str]) -> User:
+async def create_user(
+    db: BaseDBAsyncClient, username: str, password: str, scopes: list[str]
+) -> User:
     """Create an active user; the password is stored as an argon2id hash only."""
     check_new_user(username, password, scopes)
     password_hash = await asyncio.to_thread(HASHER.hash, password)
-    row = await db.fetchrow(
-        """
-        INSERT INTO users (username, password_hash, scopes) VALUES ($1, $2, $3)
-        ON CONFLICT (username) DO NOTHING
-        RETURNING id, username, scopes, is_active, token_version
-        """,
-        username,
-        password_hash,
-        " ".join(dict.fromkeys(scopes)),
-    )
-    if row is None:
-        raise UserError(f"username: {username!r} already exists")
-    return _user(row)
+    try:
+        account = await models.User.create(
+            username=username,
+            password_hash=password_hash,
+            scopes=" ".join(dict.fromkeys(scopes)),
+            using_db=db,
+        )
+    except IntegrityError:  # the username's unique constraint: the one a valid user can break
+        raise UserError(f"username: {username!r} already exists") from None
+    return _user(account)
 
 
 async def authenticate(
-    db: Database, username: str, password: str, executor: Executor | None = None
+    db: BaseDBAsyncClient, username: str, password: str, executor: Executor | None = None
 ) -> User | None:
     """The active user with these credentials, else None, in the same time either way."""
-    row = None
+    account = None
     if USERNAME.fullmatch(username) and len(password) <= MAX_PASSWORD_LENGTH:
-        row = await db.fetchrow(
-            """
-            SELECT id, username, scopes, is_active, token_version, password_hash
-            FROM users WHERE username = $1
-            """,
-            username,
-        )
-    password_hash = row["password_hash"] if row is not None else _dummy_hash()
+        account = await models.User.get_or_none(username=username, using_db=db)
+    password_hash = account.password_hash if account is not None else _dummy_hash()
     # Hashing blocks for ~20 ms: off the event loop, in a small pool that bounds memory use.
     matches = await asyncio.get_running_loop().run_in_executor(
         executor, _verify, password_hash, password
     )
-    if row is None or not matches or not row["is_active"]:
+    if account is None or not matches or not account.is_active:
         return None
-    return _user(row)
+    return _user(account)
 
 
-async def get_user(db: Database, user_id: int) -> User | None:
+async def get_user(db: BaseDBAsyncClient, user_id: int) -> User | None:
     """The active user with this id, else None."""
-    row = await db.fetchrow(
-        """
-        SELECT id, username, scopes, is_active, token_version FROM users
-        WHERE id = $1 AND is_active
-        """,
-        user_id,
+    account = await models.User.get_or_none(id=user_id, is_active=True, using_db=db)
+    return _user(account) if account is not None else None
+
+
+async def _hold_active_user(db: BaseDBAsyncClient, user_id: int) -> bool:
+    """Lock the user's row until the transaction on `db` ends, if the user is active.
+
+    A disable or `revoke_user_tokens` updates that row first, so it waits for a token stored
+    under this lock, then deletes it, or runs first, and this finds the user inactive (or its
+    token gone). PostgreSQL's FOR SHARE would be enough, and the ORM cannot say it: FOR NO KEY
+    UPDATE is the weakest lock it can, and also makes one user's own logins and refreshes wait
+    for each other (a few milliseconds each); the token's insert, which takes KEY SHARE on the
+    row for its foreign key, does not conflict with it.
+    """
+    # A model query: `values_list` would drop the lock clause.
+    held = (
+        await models.User.filter(id=user_id, is_active=True)
+        .select_for_update(no_key=True)
+        .only("id")
+        .using_db(db)
     )
-    return _user(row) if row is not None else None
+    return bool(held)
 
 
-async def store_refresh_token(db: Database, user_id: int, token: str, ttl: int) -> None:
+async def store_refresh_token(db: BaseDBAsyncClient, user_id: int, token: str, ttl: int) -> None:
     """Keep the hash of a login's refresh token (a new family) until it expires.
 
-    Stored only while the user is active: the row lock (FOR SHARE) waits for a concurrent
-    disable, whose trigger deletes the user's tokens, so none is left behind by a racing login.
+    Stored only while the user is active (`_hold_active_user`), so none is left behind by a
+    login racing a disable.
     """
     expires_at = datetime.now(UTC) + timedelta(seconds=ttl)
-    await db.execute(
-        """
-        INSERT INTO refresh_tokens (user_id, token_hash, expires_at)
-        SELECT id, $2, $3 FROM users WHERE id = $1 AND is_active FOR SHARE
-        """,
-        user_id,
-        hash_token(token),
-        expires_at,
-    )
+    async with _transaction(db) as conn:
+        if await _hold_active_user(conn, user_id):
+            await models.RefreshToken.create(
+                user_id=user_id,
+                token_hash=hash_token(token),
+                family=uuid.uuid4(),
+                expires_at=expires_at,
+                using_db=conn,
+            )
     await prune_refresh_tokens(db, user_id)
 
 
-async def prune_refresh_tokens(db: Database, user_id: int) -> None:
+async def prune_refresh_tokens(db: BaseDBAsyncClient, user_id: int) -> None:
     """Drop the user's expired tokens, and the oldest beyond the per-user limits."""
-    await db.execute(
-        """
-        DELETE FROM refresh_tokens
-        WHERE user_id = $1 AND (
-            expires_at <= now()
-            OR id IN (
-                SELECT id FROM refresh_tokens WHERE user_id = $1 AND used_at IS NULL
-                ORDER BY id DESC OFFSET $2
-            )
-            OR id IN (
-                SELECT id FROM refresh_tokens WHERE user_id = $1 AND used_at IS NOT NULL
-                ORDER BY id DESC OFFSET $3
-            )
+    tokens = models.RefreshToken.filter(user_id=user_id)
+    live_beyond = (
+        tokens.filter(used_at__isnull=True).order_by("-id").offset(MAX_REFRESH_TOKENS_PER_USER)
+    )
+    used_beyond = (
+        tokens.filter(used_at__isnull=False)
+        .order_by("-id")
+        .offset(MAX_USED_REFRESH_TOKENS_PER_USER)
+    )
+    await (
+        tokens.filter(
+            Q(expires_at__lte=datetime.now(UTC))
+            | Q(id__in=Subquery(live_beyond.values("id")))
+            | Q(id__in=Subquery(used_beyond.values("id")))
         )
-        """,
-        user_id,
-        MAX_REFRESH_TOKENS_PER_USER,
-        MAX_USED_REFRESH_TOKENS_PER_USER,
+        .using_db(db)
+        .delete()
     )
 
 
@@ -217,103 +235,89 @@ class Rotation(enum.Enum):
 
 
 async def rotate_refresh_token(
-    db: Database, user_id: int, token: str, successor: str, ttl: int
+    db: BaseDBAsyncClient, user_id: int, token: str, successor: str, ttl: int
 ) -> Rotation:
     """Replace a live refresh token by `successor` (same family, `ttl` from now), atomically.
 
-    The UPDATE takes the token's row lock and re-checks `used_at IS NULL` after waiting for
-    it, so of concurrent rotations of one token exactly one stores a successor; the others
-    then find it used and revoke the family (tests/server/test_token_lifecycle.py). The
-    user's row is held FOR SHARE, so a concurrent disable or `revoke_user_tokens` (which
-    update that row first) either waits for this rotation, then deletes its successor, or
-    runs first, and nothing is rotated.
+    One conditional UPDATE marks the token used: it takes the token's row lock and re-checks
+    `used_at IS NULL` after waiting for it, so of concurrent rotations of one token exactly one
+    updates a row and stores a successor; the others then find it used and revoke the family
+    (tests/server/test_token_lifecycle.py). The user's row is held first
+    (`_hold_active_user`), so a concurrent disable or `revoke_user_tokens` either waits for
+    this rotation, then deletes its successor, or runs first, and nothing is rotated.
     """
-    expires_at = datetime.now(UTC) + timedelta(seconds=ttl)
-    rotated = await db.fetchval(
-        """
-        WITH holder AS (
-            SELECT id FROM users WHERE id = $2 AND is_active FOR SHARE
-        ), used AS (
-            UPDATE refresh_tokens SET used_at = now()
-            WHERE token_hash = $1 AND user_id = (SELECT id FROM holder)
-                AND used_at IS NULL AND expires_at > now()
-            RETURNING user_id, family
-        )
-        INSERT INTO refresh_tokens (user_id, token_hash, family, expires_at)
-        SELECT user_id, $3, family, $4 FROM used
-        RETURNING 1
-        """,
-        hash_token(token),
-        user_id,
-        hash_token(successor),
-        expires_at,
-    )
-    if rotated is not None:
+    now = datetime.now(UTC)
+    presented = hash_token(token)
+    async with _transaction(db) as conn:
+        rotated = False
+        if await _hold_active_user(conn, user_id):
+            live = models.RefreshToken.filter(token_hash=presented, user_id=user_id)
+            rotated = bool(
+                await live.filter(used_at__isnull=True, expires_at__gt=now)
+                .using_db(conn)
+                .update(used_at=now)
+            )
+        if rotated:
+            [family] = await live.using_db(conn).values_list("family", flat=True)
+            await models.RefreshToken.create(
+                user_id=user_id,
+                token_hash=hash_token(successor),
+                family=family,
+                expires_at=now + timedelta(seconds=ttl),
+                using_db=conn,
+            )
+    if rotated:
         await prune_refresh_tokens(db, user_id)
         return Rotation.ROTATED
-    family = await db.fetchval(
-        """
-        WITH reused AS (
-            SELECT family FROM refresh_tokens
-            WHERE token_hash = $1 AND user_id = $2 AND used_at IS NOT NULL
-        )
-        DELETE FROM refresh_tokens WHERE family = (SELECT family FROM reused)
-        RETURNING family
-        """,
-        hash_token(token),
-        user_id,
-    )
-    if family is None:
+    # One DELETE finds the family of the used token and revokes it: of concurrent replays
+    # only the first deletes anything.
+    replayed = models.RefreshToken.filter(
+        token_hash=presented, user_id=user_id, used_at__isnull=False
+    ).values("family")
+    revoked = await models.RefreshToken.filter(family=Subquery(replayed)).using_db(db).delete()
+    if not revoked:
         return Rotation.REFUSED
     # A statement of its own: holding the family's rows while waiting for the user's row
     # would take the locks in the opposite order to a rotation or a revocation (deadlock).
-    await db.execute("UPDATE users SET token_version = token_version + 1 WHERE id = $1", user_id)
+    await models.User.filter(id=user_id).using_db(db).update(token_version=F("token_version") + 1)
     return Rotation.REUSED
 
 
-async def revoke_refresh_token(db: Database, token: str) -> bool:
+async def revoke_refresh_token(db: BaseDBAsyncClient, token: str) -> bool:
     """End the login `token` belongs to: every token of its family goes; True when found."""
-    deleted = await db.fetchval(
-        """
-        DELETE FROM refresh_tokens
-        WHERE family = (SELECT family FROM refresh_tokens WHERE token_hash = $1)
-        RETURNING 1
-        """,
-        hash_token(token),
-    )
-    return deleted is not None
+    family = models.RefreshToken.filter(token_hash=hash_token(token)).values("family")
+    revoked = await models.RefreshToken.filter(family=Subquery(family)).using_db(db).delete()
+    return revoked > 0
 
 
-async def _bump_user(db: Database, username: str, assignments: str, *args: Any) -> int:
-    user_id: int | None = await db.fetchval(
-        f"UPDATE users SET {assignments} WHERE username = $1 RETURNING id",  # noqa: S608 (constants)
-        username,
-        *args,
-    )
-    if user_id is None:
+async def _change_user(db: BaseDBAsyncClient, username: str, **changes: Any) -> None:
+    changed = await models.User.filter(username=username).using_db(db).update(**changes)
+    if not changed:
         raise UserError(f"username: no user {username!r}")
-    return user_id
 
 
-async def revoke_user_tokens(db: Database, username: str) -> int:
+async def revoke_user_tokens(db: BaseDBAsyncClient, username: str) -> int:
     """Revoke every token of a user: refresh tokens now, access tokens within the poll bound.
 
     Returns the number of refresh tokens revoked. In one transaction, the user's row first:
     its lock makes a concurrent rotation finish before the DELETE looks (a new statement,
     so it sees the successor) or wait until the DELETE is committed (and find nothing).
     """
-    async with db.transaction():
-        user_id = await _bump_user(db, username, "token_version = token_version + 1")
-        status: str = await db.execute("DELETE FROM refresh_tokens WHERE user_id = $1", user_id)
-    return int(status.rsplit(" ", 1)[-1])
+    async with _transaction(db) as conn:
+        await _change_user(conn, username, token_version=F("token_version") + 1)
+        user_id = models.User.filter(username=username).values("id")
+        revoked: int = (
+            await models.RefreshToken.filter(user_id=Subquery(user_id)).using_db(conn).delete()
+        )
+    return revoked
 
 
-async def set_active(db: Database, username: str, *, active: bool) -> None:
+async def set_active(db: BaseDBAsyncClient, username: str, *, active: bool) -> None:
     """Disable or re-enable a user; the trigger revokes their tokens (disabling: all of them)."""
-    await _bump_user(db, username, "is_active = $2", active)
+    await _change_user(db, username, is_active=active)
 
 
-async def set_scopes(db: Database, username: str, scopes: list[str]) -> tuple[str, ...]:
+async def set_scopes(db: BaseDBAsyncClient, username: str, scopes: list[str]) -> tuple[str, ...]:
     """Replace a user's scopes; tokens issued with the old ones stop working (the trigger)."""
     unknown = sorted(set(scopes) - KNOWN_SCOPES)
     if unknown:
@@ -321,21 +325,22 @@ async def set_scopes(db: Database, username: str, scopes: list[str]) -> tuple[st
             f"scopes: unknown {', '.join(unknown)} (known: {', '.join(sorted(KNOWN_SCOPES))})"
         )
     kept = tuple(dict.fromkeys(scopes))
-    await _bump_user(db, username, "scopes = $2", " ".join(kept))
+    await _change_user(db, username, scopes=" ".join(kept))
     return kept
 
 
-async def token_versions_changed(db: Database, within: float) -> dict[int, int]:
+async def token_versions_changed(db: BaseDBAsyncClient, within: float) -> dict[int, int]:
     """`token_version` of each user whose tokens changed in the last `within` seconds.
 
     Users changed earlier cannot hold an unexpired token of an older version when `within`
     covers the access-token lifetime, so the answer stays small: the users changed lately.
     """
-    rows = await db.fetch(
-        """
-        SELECT id, token_version FROM users
-        WHERE tokens_changed_at > now() - make_interval(secs => $1)
-        """,
-        within,
+    # The database's clock, which stamped tokens_changed_at: a worker's clock running ahead
+    # would shorten the window. A number from the settings, written into the SQL as one.
+    since = RawSQL(f"now() - make_interval(secs => {float(within)!r})")
+    changed = (
+        await models.User.filter(tokens_changed_at__gt=since)
+        .using_db(db)
+        .values_list("id", "token_version")
     )
-    return {row["id"]: row["token_version"] for row in rows}
+    return dict(changed)

@@ -1,4 +1,5 @@
-"""Database wiring: Tortoise and the asyncpg pool per worker, and direct connections."""
+"""Database wiring: Tortoise and the asyncpg pool per worker, the ORM for a command, and direct
+connections."""
 
 from __future__ import annotations
 
@@ -7,14 +8,18 @@ import logging
 import math
 import os
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import tortoise.context
 from tortoise import Tortoise
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.context import TortoiseContext
 
+from app.db import orm as fair_orm
 from app.db.pool import Database, TerminatingConnection, TracedDatabase
 from app.settings import Settings
 
@@ -40,7 +45,8 @@ async def skip_reset_query(conn: asyncpg.Connection) -> None:
 def tortoise_config(settings: Settings, *, pool: bool = True) -> dict[str, Any]:
     """The Tortoise config for `settings.DATABASE_URL`, with the pool sized by settings.
 
-    Without a pool (aerich, `migrate`) it goes to `settings.direct_database_url`.
+    Without a pool (aerich, `migrate`) it goes to `settings.direct_database_url`, through
+    Tortoise's own client: a migration's statements are not bounded by DB_COMMAND_TIMEOUT.
     """
     url = settings.DATABASE_URL if pool else settings.direct_database_url
     connection = expand_db_url(url)
@@ -50,11 +56,14 @@ def tortoise_config(settings: Settings, *, pool: bool = True) -> dict[str, Any]:
         # connection parsed it ("prepared statement ... does not exist / already exists").
         credentials["statement_cache_size"] = 0
     if pool:
+        # The ORM takes its connections through the worker's fair queue (app/db/orm.py).
+        connection["engine"] = fair_orm.__name__
         credentials.update(
             minsize=settings.DB_POOL_MIN,
             maxsize=settings.DB_POOL_MAX,
             timeout=settings.DB_CONNECT_TIMEOUT,
             command_timeout=settings.DB_COMMAND_TIMEOUT,
+            acquire_timeout=settings.DB_ACQUIRE_TIMEOUT,
             reset=skip_reset_query,
             connection_class=TerminatingConnection,
             # A connection lives until it fails (TerminatingConnection ends a broken one). asyncpg's
@@ -76,6 +85,28 @@ def tortoise_config(settings: Settings, *, pool: bool = True) -> dict[str, Any]:
     # whose dictdiffer loads numpy when installed (the bench extra: 17 MB of RSS per worker), and a
     # worker reads that table with plain SQL (app/health.py).
     models = ["models"] if pool else ["models", "aerich.models"]
+    return _config(connection, models)
+
+
+def command_config(settings: Settings) -> dict[str, Any]:
+    """The Tortoise config of a command's ORM work (`orm_session`): one connection to
+    `settings.direct_database_url`, bounded like a worker's (app/db/orm.py)."""
+    connection = expand_db_url(settings.direct_database_url)
+    connection["engine"] = fair_orm.__name__
+    connection["credentials"].update(
+        minsize=1,
+        maxsize=1,
+        timeout=settings.DB_CONNECT_TIMEOUT,
+        command_timeout=settings.DB_COMMAND_TIMEOUT,
+        acquire_timeout=settings.DB_ACQUIRE_TIMEOUT,
+        connection_class=TerminatingConnection,
+    )
+    if settings.DB_PGBOUNCER and settings.direct_database_url == settings.DATABASE_URL:
+        connection["credentials"]["statement_cache_size"] = 0
+    return _config(connection, ["models"])
+
+
+def _config(connection: dict[str, Any], models: list[str]) -> dict[str, Any]:
     return {
         "connections": {"default": connection},
         "apps": {MODELS_APP: {"models": models, "default_connection": "default"}},
@@ -117,6 +148,8 @@ def register(app: Sanic[Any, Any]) -> None:
             if tracer is not None
             else Database(app.ctx.pool, settings.DB_ACQUIRE_TIMEOUT, settings.DB_COMMAND_TIMEOUT)
         )
+        # The ORM's queries (cold paths: app/auth/users.py) wait for the same turns as the SQL.
+        orm_client(app.ctx.orm).share(app.ctx.db)
 
     @app.after_server_stop
     async def close_database(app: Sanic[Any, Any]) -> None:
@@ -140,9 +173,35 @@ async def open_pool(
     orm = await Tortoise.init(
         config=tortoise_config(settings), _enable_global_fallback=global_fallback
     )
-    client = orm.connections.get("default")
+    client = orm_client(orm)
     await client.create_connection(with_db=True)
-    return orm, client._pool
+    return orm, client.pool
+
+
+def orm_client(orm: TortoiseContext) -> fair_orm.FairQueueClient:
+    """The ORM's client of a context opened with this module's config: what cold paths pass
+    as `using_db` (a worker's: `orm_client(app.ctx.orm)`)."""
+    client = orm.db()
+    if not isinstance(client, fair_orm.FairQueueClient):
+        raise TypeError(f"not this module's config: the ORM's client is {type(client).__name__}")
+    return client
+
+
+@asynccontextmanager
+async def orm_session(settings: Settings) -> AsyncIterator[BaseDBAsyncClient]:
+    """The ORM on one direct connection (DATABASE_DIRECT_URL when set), for a command's work
+    (the user commands, the development user), current in this task until it closes.
+
+    A context of its own, never the caller's current one (which `Tortoise.init` would re-use
+    and close). The work still passes the client as `using_db`, as a worker's code does.
+    """
+    orm = TortoiseContext()
+    with orm:
+        await orm.init(config=command_config(settings))
+        try:
+            yield orm_client(orm)
+        finally:
+            await orm.close_connections()
 
 
 async def connect_direct(settings: Settings) -> asyncpg.Connection:

@@ -222,7 +222,13 @@ async def create_item_once(
 
 
 async def purge_expired(db: Database) -> int:
-    """Delete expired keys in batches; returns how many went."""
+    """Delete expired keys in batches; returns how many went.
+
+    Plain SQL, not the ORM (the data-access rule, app/items/store.py): the batch skips rows
+    another worker's purge or a running request holds (`FOR UPDATE SKIP LOCKED` in the
+    subquery), and Tortoise drops the lock clause from a subquery, so its batched delete would
+    wait on those rows instead.
+    """
     total = 0
     while True:
         status = await db.execute(SQL_PURGE, PURGE_BATCH)

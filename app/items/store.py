@@ -1,5 +1,15 @@
-"""Item persistence: parametrised SQL on the worker's pool (Tortoise's own), through its
-`Database` handle (app/db/pool.py), which bounds the wait for a free connection.
+"""Item persistence, the hot path: hand-written, parametrised SQL on the worker's pool (the one
+Tortoise opened), through its `Database` handle (app/db/pool.py), never through the ORM.
+
+The data-access rule: the Tortoise models in `models/` are the schema's source (aerich writes
+the migrations from them); cold paths, such as users, refresh tokens and the CLI
+(app/auth/users.py), query through the ORM; the item routes, the hot paths, run the SQL here.
+Why: every statement here is fixed text that does its work in one round trip (a write's
+version precondition in its WHERE clause, the row back through RETURNING), with no query
+building and no model objects per request; the ORM would add both to every request, and these
+are the statements the benchmarks (bench/) measure. Both kinds go through the same pool,
+fair queue and deadlines (the ORM's client is app/db/orm.py), so neither can starve or outwait
+the other. tests/api/test_data_access.py fails when an item route runs an ORM statement.
 
 Reads return plain asyncpg records; every write is one atomic statement whose
 WHERE clause carries the version precondition, so concurrent writers can never

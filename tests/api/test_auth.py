@@ -17,6 +17,7 @@ from sanic_testing.testing import TestingResponse as Response
 
 from app.auth import users
 from app.auth.token_cache import MAX_AGE
+from app.db.wiring import orm_session
 from app.factory import create_app
 from app.settings import load_settings
 from tests.support import (
@@ -44,14 +45,11 @@ def _settings(database_url: str, **extra: Any) -> Any:
 @pytest.fixture(scope="module")
 def accounts(database_url: str) -> None:
     async def create() -> None:
-        conn = await asyncpg.connect(database_url)
-        try:
-            await users.create_user(conn, WRITER, TEST_PASSWORD, [users.SCOPE_WRITE])
-            await users.create_user(conn, READER, TEST_PASSWORD, [users.SCOPE_READ])
-            await users.create_user(conn, DISABLED, TEST_PASSWORD, [users.SCOPE_WRITE])
-            await conn.execute("UPDATE users SET is_active = false WHERE username = $1", DISABLED)
-        finally:
-            await conn.close()
+        async with orm_session(app_settings(database_url)) as db:
+            await users.create_user(db, WRITER, TEST_PASSWORD, [users.SCOPE_WRITE])
+            await users.create_user(db, READER, TEST_PASSWORD, [users.SCOPE_READ])
+            await users.create_user(db, DISABLED, TEST_PASSWORD, [users.SCOPE_WRITE])
+            await users.set_active(db, DISABLED, active=False)
 
     asyncio.run(create())
 
@@ -130,11 +128,8 @@ def test_unknown_users_cost_a_password_hash_too(
     monkeypatch.setattr(users, "_verify", lambda h, p: verified.append(h) or real_verify(h, p))
 
     async def attempt(username: str) -> users.User | None:
-        conn = await asyncpg.connect(database_url)
-        try:
-            return await users.authenticate(conn, username, TEST_PASSWORD)
-        finally:
-            await conn.close()
+        async with orm_session(app_settings(database_url)) as db:
+            return await users.authenticate(db, username, TEST_PASSWORD)
 
     assert asyncio.run(attempt("nobody-here")) is None
     assert asyncio.run(attempt(DISABLED)) is None
@@ -446,11 +441,8 @@ def test_a_disabled_user_cannot_refresh(api: ReusableClient, database_url: str) 
 
 
 async def _create(database_url: str, username: str) -> None:
-    conn = await asyncpg.connect(database_url)
-    try:
-        await users.create_user(conn, username, TEST_PASSWORD, [users.SCOPE_WRITE])
-    finally:
-        await conn.close()
+    async with orm_session(app_settings(database_url)) as db:
+        await users.create_user(db, username, TEST_PASSWORD, [users.SCOPE_WRITE])
 
 
 def _cli_env(database_url: str) -> dict[str, str]:

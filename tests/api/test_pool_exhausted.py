@@ -3,8 +3,9 @@
 The app gets a pool of one connection, and the test holds it (acquired on the server's own
 event loop), as a burst of slow requests or a wedged database would: through the app's
 `Database`, which takes its one turn, so requests queue for the turn; or straight from the pool,
-as the ORM's queries do, which leaves the turn free and the connection not. Either way requests
-that need a connection must give up after DB_ACQUIRE_TIMEOUT instead of waiting without bound.
+around the turns (as a connection opened by hand would be), which leaves the turn free and the
+connection not. Either way requests that need a connection, the ORM's included (app/db/orm.py),
+must give up after DB_ACQUIRE_TIMEOUT instead of waiting without bound.
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import asyncpg
 import pytest
 from sanic_testing.reusable import ReusableClient
 from sanic_testing.testing import TestingResponse as Response
 
 from app.auth import users
+from app.db.wiring import orm_session
 from app.factory import create_app
 from app.settings import load_settings
-from tests.support import TEST_PASSWORD, bearer, free_port
+from tests.support import TEST_PASSWORD, app_settings, bearer, free_port
 from tests.tokens import token_headers
 
 USERNAME = "pool-exhausted"
@@ -35,11 +36,8 @@ FAST = 3.0
 @pytest.fixture(scope="module")
 def account(database_url: str) -> None:
     async def create() -> None:
-        conn = await asyncpg.connect(database_url)
-        try:
-            await users.create_user(conn, USERNAME, TEST_PASSWORD, [users.SCOPE_WRITE])
-        finally:
-            await conn.close()
+        async with orm_session(app_settings(database_url)) as db:
+            await users.create_user(db, USERNAME, TEST_PASSWORD, [users.SCOPE_WRITE])
 
     asyncio.run(create())
 
@@ -76,7 +74,7 @@ def _timed(client: ReusableClient, method: str, path: str, **kwargs: Any) -> tup
     return response, time.monotonic() - started
 
 
-@pytest.mark.parametrize("holder", ["a request's turn", "the ORM, outside the turns"])
+@pytest.mark.parametrize("holder", ["a request's turn", "a connection outside the turns"])
 def test_auth_and_idempotent_writes_answer_503_fast_while_the_pool_is_exhausted(
     one_connection: tuple[ReusableClient, asyncio.AbstractEventLoop, Any], holder: str
 ) -> None:
