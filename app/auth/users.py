@@ -15,7 +15,7 @@ Access tokens carry the user's `token_version`. A trigger on `users` (migration 
 and stamps `tokens_changed_at` whenever the account is disabled or re-enabled, its scopes or
 password change, or `revoke_user_tokens` runs, whether through this module or plain SQL;
 disabling also deletes the user's refresh tokens. Workers learn the new versions by polling
-`token_versions_changed` (app/token_cache.py), never by a query per request.
+`token_versions_changed` (app/auth/token_cache.py), never by a query per request.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class User:
     username: str
     scopes: tuple[str, ...]
     is_active: bool
-    # Access tokens issued now carry this; older versions are refused (app/token_cache.py).
+    # Access tokens issued now carry this; older versions are refused (app/auth/token_cache.py).
     token_version: int = 0
 
     def to_dict(self) -> dict[str, Any]:

@@ -83,7 +83,7 @@ def tortoise_config(settings: Settings, *, pool: bool = True) -> dict[str, Any]:
         credentials.update(minsize=1, maxsize=1, timeout=settings.DB_CONNECT_TIMEOUT)
     # aerich's own model (its bookkeeping table) only for migrating: importing it imports aerich,
     # whose dictdiffer loads numpy when installed (the bench extra: 17 MB of RSS per worker), and a
-    # worker reads that table with plain SQL (app/health.py).
+    # worker reads that table with plain SQL (app/ops/health.py).
     models = ["models"] if pool else ["models", "aerich.models"]
     return _config(connection, models)
 
