@@ -9,7 +9,7 @@ import pytest
 from app.auth import dev_user
 from app.settings import SettingsError, load_settings
 
-SECRET = "0123456789abcdef0123456789abcdef"  # noqa: S105 (a test value)
+SECRET = "0123456789abcdef0123456789abcdef"
 PRODUCTION = {"ENV": "production", "DATABASE_URL": "postgres://u@db/items", "JWT_SECRET": SECRET}
 
 
