@@ -20,6 +20,7 @@ from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 from tortoise.context import TortoiseContext
 
 from app.auth import endpoints as auth
+from app.auth.endpoints import ItemsAuthentication
 from app.db import wiring as db
 from app.db.pool import Database
 from app.http import middleware, swagger_ui
@@ -56,6 +57,9 @@ class AppContext:
     draining: bool = False
     span_exporter: SpanExporter | None = None
     tracer_provider: Any = None
+    # Tokens: sanic-jwt's Authentication instance (app/auth/endpoints.py), set by sanic-jwt
+    # when the /auth endpoints are mounted; None on an app without them.
+    auth: ItemsAuthentication | None = None
     # Traffic control (app/ratelimit, app/items/cache.py); None when off.
     limiter: Limiter | None = None
     item_cache: cache.ItemCache | None = None

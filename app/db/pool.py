@@ -213,9 +213,8 @@ class Database:
             deadline = asyncio.get_running_loop().time() + self.acquire_timeout
         try:
             # The same deadline as the turn's: with a turn there is a pool connection for it,
-            # but it may have to be opened first (its last one ended), or be held by the
-            # ORM's own queries (which take no turn), and a connect to a hung server never
-            # returns by itself.
+            # but it may have to be opened first (its last one ended, or the pool is still
+            # growing to its size), and a connect to a hung server never returns by itself.
             async with asyncio.timeout_at(deadline):
                 return await self.pool.acquire(), waited_until
         except BaseException:

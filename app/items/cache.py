@@ -11,8 +11,9 @@ and a hit is served only while that stamp is unchanged:
 - a read notes the generation *before* it queries the database and stores its row only if
   the generation has not moved since, so a read that raced a write never caches the older
   version over the newer one;
-- other machines learn of a write from PostgreSQL: a trigger on `items` sends
-  `NOTIFY items_changed, '<id>'` in the writing transaction (`'*'` for a TRUNCATE), and
+- other machines learn of a write from PostgreSQL: a trigger on `items` (`items_notify_change`,
+  migrations/models/4_*_items_change_notify.py) sends `NOTIFY items_changed, '<id>'` in the
+  writing transaction (`'*'` for a TRUNCATE), and
   each worker LISTENs on a dedicated connection and bumps the generation on receipt, within
   milliseconds.
 

@@ -2,7 +2,7 @@ from tortoise import BaseDBAsyncClient
 
 # Hand-edited after `aerich migrate --name idempotency_keys`: identity key, column default, a
 # CHECK on the stored status, and the `items_changed` notification that keeps every
-# machine's read cache fresh (app/cache.py; aerich does not generate triggers).
+# machine's read cache fresh (app/items/cache.py; restated by migration 4, items_change_notify).
 RUN_IN_TRANSACTION = True
 
 
