@@ -20,8 +20,28 @@ TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 @dataclass(frozen=True)
 class CpuSample:
-    server_s: float
-    postgres_s: float
+    """CPU seconds so far of each process: the server's, and PostgreSQL's, by pid."""
+
+    server: dict[int, float]
+    postgres: dict[int, float]
+
+    @property
+    def server_s(self) -> float:
+        return sum(self.server.values())
+
+    @property
+    def postgres_s(self) -> float:
+        return sum(self.postgres.values())
+
+
+def _used(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds used between two samples by the processes alive at the second one.
+
+    A process that exits in between takes its CPU time out of /proc: summing totals would
+    then go down (a backend closing during a measurement gave negative figures), so each
+    process counts for what it used since the first sample, or since it started.
+    """
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
 def _stat_fields(pid_dir: Path) -> list[str] | None:
@@ -38,7 +58,8 @@ def sample(session_id: int | None) -> CpuSample | None:
     """CPU seconds so far of the processes in `session_id`, and of PostgreSQL's processes."""
     if not PROC.is_dir() or session_id is None:
         return None
-    server = postgres = 0
+    server: dict[int, float] = {}
+    postgres: dict[int, float] = {}
     for pid_dir in PROC.iterdir():
         if not pid_dir.name.isdigit():
             continue
@@ -46,12 +67,12 @@ def sample(session_id: int | None) -> CpuSample | None:
         if fields is None:
             continue
         # fields[0] is comm, then /proc's own from state on: session at 4, utime 12, stime 13.
-        ticks = int(fields[12]) + int(fields[13])
+        seconds = (int(fields[12]) + int(fields[13])) / TICKS
         if int(fields[4]) == session_id:
-            server += ticks
+            server[int(pid_dir.name)] = seconds
         elif fields[0] == "postgres":
-            postgres += ticks
-    return CpuSample(server / TICKS, postgres / TICKS)
+            postgres[int(pid_dir.name)] = seconds
+    return CpuSample(server, postgres)
 
 
 def per_request_us(
@@ -61,6 +82,6 @@ def per_request_us(
     if before is None or after is None or not requests:
         return None, None
     return (
-        (after.server_s - before.server_s) / requests * 1e6,
-        (after.postgres_s - before.postgres_s) / requests * 1e6,
+        _used(before.server, after.server) / requests * 1e6,
+        _used(before.postgres, after.postgres) / requests * 1e6,
     )
