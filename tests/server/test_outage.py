@@ -75,6 +75,14 @@ def _wait_until_serving(base: str) -> float:
         time.sleep(0.1)
 
 
+async def _open_every_connection(base: str) -> None:
+    """Bursts of concurrent reads, more than both workers' pools hold, until none fails."""
+    async with httpx.AsyncClient(base_url=base, timeout=5) as http:
+        for _ in range(3):
+            answers = await asyncio.gather(*(http.get("/items?limit=5") for _ in range(24)))
+            assert {a.status_code for a in answers} == {200}
+
+
 def test_a_flood_of_readiness_probes_checks_the_database_about_once_a_second_per_worker(
     outage_server: Server, throwaway_cluster: ThrowawayCluster, throwaway_db: str
 ) -> None:
@@ -250,7 +258,11 @@ def test_a_hung_database_answers_503_within_the_statement_timeout_and_recovers_b
     with httpx.Client(base_url=server.base, timeout=10) as client:
         created = client.post("/items", json={"name": "a", "price": 1}, headers=write_headers())
         assert created.status_code == 201, created.text
-    _wait_until_serving(server.base)  # both workers hold live pool connections
+    _wait_until_serving(server.base)
+    # Every pool connection of both workers open and idle, as on a server that has been
+    # serving (an earlier test restarted the database): requests at the freeze then hold
+    # live connections, not ones still connecting.
+    asyncio.run(_open_every_connection(server.base))
 
     try:
         _, answers = asyncio.run(
