@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from asyncpg import connect_utils
 
+from app.db.batch import KeyedReads
+
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
@@ -184,16 +186,32 @@ class FairQueue:
 class Database:
     """`fetch` / `fetchrow` / `fetchval` / `execute` on a pool connection held for one call."""
 
-    __slots__ = ("acquire_timeout", "command_timeout", "pool", "queue")
+    __slots__ = ("acquire_timeout", "batch_limit", "batches", "command_timeout", "pool", "queue")
 
     def __init__(
-        self, pool: asyncpg.Pool, acquire_timeout: float, command_timeout: float | None = None
+        self,
+        pool: asyncpg.Pool,
+        acquire_timeout: float,
+        command_timeout: float | None = None,
+        batch_limit: int = 0,
     ) -> None:
         self.pool = pool
         self.acquire_timeout = acquire_timeout
         # The statement's budget after a wait for a connection; None: the pool's own timeout.
         self.command_timeout = command_timeout
         self.queue = FairQueue(pool.get_max_size(), acquire_timeout)
+        # The most reads one batched statement serves (app/db/batch.py); 0 or 1: no batching.
+        self.batch_limit = batch_limit
+        self.batches: dict[str, KeyedReads] = {}
+
+    def keyed_reads(self, one_sql: str, many_sql: str, key_column: str) -> KeyedReads:
+        """The batching reader of `many_sql` over this pool (one per statement and worker)."""
+        reads = self.batches.get(many_sql)
+        if reads is None:
+            reads = self.batches[many_sql] = KeyedReads(
+                self, one_sql, many_sql, key_column, self.batch_limit
+            )
+        return reads
 
     @property
     def waiting(self) -> int:
@@ -203,9 +221,9 @@ class Database:
     async def acquire(self) -> asyncpg.Connection:
         """A pool connection within `acquire_timeout`, else TimeoutError; give it back with
         `release`."""
-        return (await self._acquire())[0]
+        return (await self.take_connection())[0]
 
-    async def _acquire(self) -> tuple[asyncpg.Connection, float | None]:
+    async def take_connection(self) -> tuple[asyncpg.Connection, float | None]:
         """A connection, and the deadline its turn's wait ran to (None: there was no wait)."""
         waited_until = await self.queue.acquire()
         deadline = waited_until
@@ -221,7 +239,7 @@ class Database:
             self.queue.release()
             raise
 
-    def _statement_timeout(self, waited_until: float | None) -> float | None:
+    def statement_timeout(self, waited_until: float | None) -> float | None:
         """What is left of `command_timeout` after the wait for a connection."""
         if waited_until is None or self.command_timeout is None:
             return None  # no wait: the pool connection's own command_timeout
@@ -246,33 +264,33 @@ class Database:
             self.queue.release()
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
-        conn, waited_until = await self._acquire()
+        conn, waited_until = await self.take_connection()
         try:
-            timeout = self._statement_timeout(waited_until)
+            timeout = self.statement_timeout(waited_until)
             return await conn.fetch(query, *args, timeout=timeout)  # type: ignore[no-any-return]
         finally:
             await self.release(conn)
 
     async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
-        conn, waited_until = await self._acquire()
+        conn, waited_until = await self.take_connection()
         try:
-            timeout = self._statement_timeout(waited_until)
+            timeout = self.statement_timeout(waited_until)
             return await conn.fetchrow(query, *args, timeout=timeout)
         finally:
             await self.release(conn)
 
     async def fetchval(self, query: str, *args: Any) -> Any:
-        conn, waited_until = await self._acquire()
+        conn, waited_until = await self.take_connection()
         try:
-            timeout = self._statement_timeout(waited_until)
+            timeout = self.statement_timeout(waited_until)
             return await conn.fetchval(query, *args, timeout=timeout)
         finally:
             await self.release(conn)
 
     async def execute(self, query: str, *args: Any) -> str:
-        conn, waited_until = await self._acquire()
+        conn, waited_until = await self.take_connection()
         try:
-            timeout = self._statement_timeout(waited_until)
+            timeout = self.statement_timeout(waited_until)
             return await conn.execute(query, *args, timeout=timeout)  # type: ignore[no-any-return]
         finally:
             await self.release(conn)

@@ -146,7 +146,13 @@ def register(app: Sanic[Any, Any]) -> None:
                 app.ctx.pool, settings.DB_ACQUIRE_TIMEOUT, tracer, settings.DB_COMMAND_TIMEOUT
             )
             if tracer is not None
-            else Database(app.ctx.pool, settings.DB_ACQUIRE_TIMEOUT, settings.DB_COMMAND_TIMEOUT)
+            # Traced reads are not batched: each request's statement is its own span.
+            else Database(
+                app.ctx.pool,
+                settings.DB_ACQUIRE_TIMEOUT,
+                settings.DB_COMMAND_TIMEOUT,
+                batch_limit=settings.DB_READ_BATCH,
+            )
         )
         # The ORM's queries (cold paths: app/auth/users.py) wait for the same turns as the SQL.
         orm_client(app.ctx.orm).share(app.ctx.db)

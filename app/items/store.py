@@ -40,6 +40,7 @@ def _cannot_exist(item_id: int) -> bool:
 
 
 SQL_GET = f"SELECT {COLUMNS} FROM items WHERE id = $1"  # noqa: S608 (constant text)
+SQL_GET_MANY = f"SELECT {COLUMNS} FROM items WHERE id = ANY($1::bigint[])"  # noqa: S608
 SQL_CREATE = (
     "INSERT INTO items (name, description, sku, price, quantity) "  # noqa: S608
     f"VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
@@ -92,7 +93,9 @@ class Precondition:
 
 
 async def get_item(pool: Database, item_id: int) -> asyncpg.Record:
-    row = await pool.fetchrow(SQL_GET, item_id) if not _cannot_exist(item_id) else None
+    # Batched with other reads by id when no connection is free (app/db/batch.py).
+    reads = pool.keyed_reads(SQL_GET, SQL_GET_MANY, "id")
+    row = await reads.fetchrow(item_id) if not _cannot_exist(item_id) else None
     if row is None:
         raise ItemNotFound(item_id)
     return row

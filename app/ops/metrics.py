@@ -30,6 +30,7 @@ from sanic import HTTPResponse, Request
 from sanic.exceptions import Unauthorized
 
 from app.background import run_in_background
+from app.db.batch import BATCH_SIZES, SIZE_BOUNDS
 from app.items.cache import LOOKUPS
 from app.ops import openapi
 from app.settings import Settings
@@ -85,6 +86,11 @@ CACHE_HITS = Counter("items_cache_hits_total", "Cache lookups answered from the 
 CACHE_MISSES = Counter("items_cache_misses_total", "Cache lookups that missed.", ["cache"])
 _CACHE_HITS = CACHE_HITS.labels("items")
 _CACHE_MISSES = CACHE_MISSES.labels("items")
+DB_BATCH_SIZE = Histogram(
+    "items_db_batch_size",
+    "Reads served by one batched statement, per batch (app/db/batch.py).",
+    buckets=SIZE_BOUNDS,
+)
 RATE_LIMITED = Counter("items_rate_limit_rejections_total", "Requests refused with 429.")
 BUILD_INFO = Gauge(
     "items_build_info",
@@ -168,6 +174,9 @@ class RequestStats:
             _CACHE_HITS.inc(hits)
         if misses:
             _CACHE_MISSES.inc(misses)
+        batches, sizes = BATCH_SIZES.take()
+        if sizes:
+            add_observations(DB_BATCH_SIZE, [sizes, *batches])
 
 
 def add_observations(histogram: Histogram, entry: list[float]) -> None:

@@ -1,0 +1,81 @@
+"""GET /items/{id} under a busy pool: reads that wait together share one statement, and each
+client still gets its own item, or its own 404 (app/db/batch.py), through a real server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from sanic_testing.reusable import ReusableClient
+
+from app.db.batch import BATCH_SIZES
+from app.factory import create_app
+from app.settings import load_settings
+from tests.support import free_port, run_sql
+
+EXISTING = range(1, 6)
+ASKED = [3, 1, 42, 5, 3, 2, 4, 7, 1]  # duplicates and two misses
+Served = tuple[ReusableClient, asyncio.AbstractEventLoop, Any]
+
+
+@pytest.fixture
+def one_connection(clean_db: str) -> Iterator[Served]:
+    run_sql(
+        clean_db,
+        "INSERT INTO items (name, price) SELECT 'item ' || n, n FROM generate_series(1, 5) n",
+    )
+    settings = load_settings(
+        env_file=None,
+        DATABASE_URL=clean_db,
+        WORKERS=1,
+        DB_POOL_MIN=1,
+        DB_POOL_MAX=1,
+        ACCESS_LOG=False,
+        METRICS_ENABLED=False,  # the batch sizes stay for this test to read
+        RATE_LIMIT="off",
+        CACHE_ENABLED=False,
+    )
+    app = create_app(settings)
+    loop = asyncio.new_event_loop()
+    try:
+        with ReusableClient(app, port=free_port(), loop=loop) as client:
+            yield client, loop, app
+    finally:
+        loop.close()
+
+
+def test_concurrent_reads_each_get_their_own_item_or_their_own_404(
+    one_connection: Served,
+) -> None:
+    client, loop, app = one_connection
+    db = app.ctx.db
+    BATCH_SIZES.take()
+
+    async def burst() -> list[httpx.Response]:
+        held = await db.acquire()  # the pool's one connection: every read must wait
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{client.port}") as http:
+            sent = [asyncio.ensure_future(http.get(f"/items/{i}")) for i in ASKED]
+            async with asyncio.timeout(5):
+                while db.waiting < 1:  # the batch queued for the connection
+                    await asyncio.sleep(0.01)
+            await asyncio.sleep(0.3)  # and every request reached its read
+            assert not any(s.done() for s in sent)
+            await db.release(held)
+            return await asyncio.wait_for(asyncio.gather(*sent), 10)
+
+    responses = loop.run_until_complete(burst())
+    for item_id, response in zip(ASKED, responses, strict=True):
+        if item_id in EXISTING:
+            assert response.status_code == 200, response.text
+            assert response.json()["id"] == item_id
+            assert response.json()["name"] == f"item {item_id}"
+            assert response.headers["etag"] == '"v1"'
+        else:
+            assert response.status_code == 404, response.text
+            assert response.headers["content-type"] == "application/problem+json"
+    counts, total = BATCH_SIZES.take()
+    assert total == len(ASKED), "not every read went through the batch"
+    assert sum(counts) == 1, f"{sum(counts)} statements for one batch"
