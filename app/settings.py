@@ -51,7 +51,10 @@ class Settings(BaseSettings):
 
     # Empty means: start the embedded PostgreSQL under DATA_DIR.
     DATABASE_URL: str = Field(default="", validate_default=True)
-    DB_POOL_MIN: int = Field(default=2, ge=0)
+    # Connections each worker opens before it serves; unset: DB_POOL_MAX, the whole pool, so
+    # no request waits for a connection to be opened while the pool grows. Connections are
+    # never closed while they work (app/db/wiring.py), so a smaller pool only delays its growth.
+    DB_POOL_MIN: int | None = Field(default=None, ge=0)
     DB_POOL_MAX: PositiveInt = 10
     DB_CONNECT_TIMEOUT: float = Field(default=2.0, gt=0)
     DB_COMMAND_TIMEOUT: float = Field(default=5.0, gt=0)
@@ -249,7 +252,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _pool_bounds(self) -> Settings:
-        if self.DB_POOL_MIN > self.DB_POOL_MAX:
+        if self.DB_POOL_MIN is not None and self.DB_POOL_MIN > self.DB_POOL_MAX:
             raise ValueError("DB_POOL_MIN must not exceed DB_POOL_MAX")
         return self
 
@@ -279,6 +282,11 @@ class Settings(BaseSettings):
     @property
     def embedded_db(self) -> bool:
         return not self.DATABASE_URL
+
+    @property
+    def pool_min(self) -> int:
+        """Connections a worker's pool opens at start (DB_POOL_MIN, else DB_POOL_MAX)."""
+        return self.DB_POOL_MAX if self.DB_POOL_MIN is None else self.DB_POOL_MIN
 
     @property
     def direct_database_url(self) -> str:

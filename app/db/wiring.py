@@ -59,7 +59,7 @@ def tortoise_config(settings: Settings, *, pool: bool = True) -> dict[str, Any]:
         # The ORM takes its connections through the worker's fair queue (app/db/orm.py).
         connection["engine"] = fair_orm.__name__
         credentials.update(
-            minsize=settings.DB_POOL_MIN,
+            minsize=settings.pool_min,
             maxsize=settings.DB_POOL_MAX,
             timeout=settings.DB_CONNECT_TIMEOUT,
             command_timeout=settings.DB_COMMAND_TIMEOUT,

@@ -107,3 +107,27 @@ def test_a_pool_connection_is_never_closed_or_reopened_inside_a_request(database
     first, last, idle_lifetimes = asyncio.run(scenario())
     assert last == first, "the pool replaced its connection after 50,000 queries"
     assert idle_lifetimes == [0], "the pool closes idle connections (a request then reconnects)"
+
+
+def test_a_worker_opens_its_whole_pool_before_it_serves_unless_told_otherwise(
+    database_url: str,
+) -> None:
+    """No request waits for a connection to be opened while the pool grows: by default the
+    pool opens DB_POOL_MAX connections at start; DB_POOL_MIN opens fewer."""
+    import asyncio
+
+    from app.db.wiring import open_pool
+    from app.settings import load_settings
+
+    async def opened(**overrides: object) -> int:
+        settings = load_settings(
+            env_file=None, DATABASE_URL=database_url, DB_POOL_MAX=3, **overrides
+        )
+        orm, pool = await open_pool(settings)
+        try:
+            return int(pool.get_size())
+        finally:
+            await orm.close_connections()
+
+    assert asyncio.run(opened()) == 3
+    assert asyncio.run(opened(DB_POOL_MIN=1)) == 1
