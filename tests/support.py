@@ -10,15 +10,16 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
+import pytest
 
 from app.settings import Settings, load_settings
 
@@ -28,6 +29,22 @@ ROOT = Path(__file__).resolve().parent.parent
 WRITER = "test-writer"
 READER = "test-reader"
 TEST_PASSWORD = "correct horse battery staple"
+
+
+T = TypeVar("T")
+# Far above every wait a bounded test expects, far below a hung run.
+BOUND = 3.0
+
+
+async def bounded(awaitable: Awaitable[T], seconds: float = BOUND) -> T:
+    """`awaitable`'s result or exception, failing the test if it is still waiting after
+    `seconds` (distinct from a TimeoutError the code under test raises)."""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        pytest.fail(f"still waiting after {seconds} s: a deadline was never armed")
+    return task.result()
 
 
 def free_port() -> int:

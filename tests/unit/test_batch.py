@@ -8,25 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import pytest
 
 from app.db.batch import BATCH_SIZES, KeyedReads
 from app.db.pool import Database
+from tests.support import bounded
 
-T = TypeVar("T")
-BOUND = 5.0
 TABLE = f"batch_probe_{os.getpid()}"
 ONE = f"SELECT k, v FROM {TABLE} WHERE k = $1"  # noqa: S608 (a test table)
 MANY = f"SELECT k, v FROM {TABLE} WHERE k = ANY($1::int[])"  # noqa: S608
 KEYS = range(1, 11)  # rows 1..10 exist
-
-
-async def bounded(awaitable: Awaitable[T]) -> T:
-    return await asyncio.wait_for(awaitable, BOUND)
 
 
 async def settle() -> None:

@@ -19,22 +19,12 @@ import models
 from app.db.orm import FairQueueClient
 from app.db.pool import Database
 from app.db.wiring import open_pool, orm_client
-from tests.support import app_settings
+from tests.support import app_settings, bounded
 
 T = TypeVar("T")
+
 ACQUIRE_TIMEOUT = 0.3
 COMMAND_TIMEOUT = 0.6
-# Far above every wait these tests expect, far below a hung run.
-BOUND = 3.0
-
-
-async def bounded(awaitable: Awaitable[T], seconds: float = BOUND) -> T:
-    task = asyncio.ensure_future(awaitable)
-    done, _ = await asyncio.wait({task}, timeout=seconds)
-    if not done:
-        task.cancel()
-        pytest.fail(f"still waiting after {seconds} s: a deadline was never armed")
-    return task.result()
 
 
 @asynccontextmanager

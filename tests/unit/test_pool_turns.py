@@ -10,28 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Awaitable, Iterator
-from typing import TypeVar
+from collections.abc import Iterator
 
 import asyncpg
 import pytest
 
 from app.db.pool import Database, FairQueue
-
-T = TypeVar("T")
-# Far above every wait these tests expect, far below a hung run.
-BOUND = 3.0
-
-
-async def bounded(awaitable: Awaitable[T], seconds: float = BOUND) -> T:
-    """`awaitable`'s result or exception, failing the test if it is still waiting after
-    `seconds` (distinct from a TimeoutError the code under test raises)."""
-    task = asyncio.ensure_future(awaitable)
-    done, _ = await asyncio.wait({task}, timeout=seconds)
-    if not done:
-        task.cancel()
-        pytest.fail(f"still waiting after {seconds} s: a deadline was never armed")
-    return task.result()
+from tests.support import bounded
 
 
 async def _settle() -> None:
