@@ -149,8 +149,5 @@ class RedisLimiter:
                 return Decision(count, policy, window, now)
         return self.fallback.hit_now(key, policy, now)
 
-    async def ping(self) -> bool:
-        return bool(await self.storage.check())
-
     async def close(self) -> None:
         await self.connections.aclose()
