@@ -24,12 +24,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from asyncpg import connect_utils
 
-from app.db.batch import KeyedReads
+from app.db.batch import KeyedReads, PageReads
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -186,7 +187,15 @@ class FairQueue:
 class Database:
     """`fetch` / `fetchrow` / `fetchval` / `execute` on a pool connection held for one call."""
 
-    __slots__ = ("acquire_timeout", "batch_limit", "batches", "command_timeout", "pool", "queue")
+    __slots__ = (
+        "acquire_timeout",
+        "batch_limit",
+        "batches",
+        "command_timeout",
+        "pages",
+        "pool",
+        "queue",
+    )
 
     def __init__(
         self,
@@ -203,6 +212,7 @@ class Database:
         # The most reads one batched statement serves (app/db/batch.py); 0 or 1: no batching.
         self.batch_limit = batch_limit
         self.batches: dict[str, KeyedReads] = {}
+        self.pages: dict[str, PageReads] = {}
 
     def keyed_reads(self, one_sql: str, many_sql: str, key_column: str) -> KeyedReads:
         """The batching reader of `many_sql` over this pool (one per statement and worker)."""
@@ -211,6 +221,14 @@ class Database:
             reads = self.batches[many_sql] = KeyedReads(
                 self, one_sql, many_sql, key_column, self.batch_limit
             )
+        return reads
+
+    def page_reads(self, one_sql: str, types: Sequence[str], order: Sequence[str]) -> PageReads:
+        """The batching reader of pages of `one_sql` over this pool (one per statement and
+        worker); `types` are its parameters' PostgreSQL types, `order` its ORDER BY terms."""
+        reads = self.pages.get(one_sql)
+        if reads is None:
+            reads = self.pages[one_sql] = PageReads(self, one_sql, types, order, self.batch_limit)
         return reads
 
     @property

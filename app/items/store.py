@@ -18,7 +18,9 @@ lose an update.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -101,42 +103,85 @@ async def get_item(pool: Database, item_id: int) -> asyncpg.Record:
     return row
 
 
-def _list_sql(query: ListQuery) -> tuple[str, list[Any]]:
-    column, descending = SORTS[query.sort]
+@dataclass(frozen=True, slots=True)
+class _PageShape:
+    """One shape of list query: its statement, its parameters' types, its ORDER BY terms."""
+
+    sql: str
+    types: tuple[str, ...]
+    order: tuple[str, ...]
+
+
+# The PostgreSQL type of a cursor's key, by sort column.
+_KEY_TYPES = {"price": "numeric", "created_at": "timestamptz"}
+
+
+@functools.cache
+def _page_shape(
+    sort: str, has_q: bool, has_min: bool, has_max: bool, has_cursor: bool
+) -> _PageShape:
+    """The statement of a list query with these parts; its arguments come from `_page_args`,
+    in the same order."""
+    column, descending = SORTS[sort]
     conditions: list[str] = []
-    args: list[Any] = []
+    types: list[str] = []
 
-    def arg(value: Any) -> str:
-        args.append(value)
-        return f"${len(args)}"
+    def arg(kind: str) -> str:
+        types.append(kind)
+        return f"${len(types)}::{kind}"
 
-    if query.q is not None:
-        pattern = query.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        conditions.append(f"name ILIKE {arg('%' + pattern + '%')}")
-    if query.min_price is not None:
-        conditions.append(f"price >= {arg(query.min_price)}")
-    if query.max_price is not None:
-        conditions.append(f"price <= {arg(query.max_price)}")
-    if query.cursor is not None:
+    if has_q:
+        conditions.append(f"name ILIKE {arg('text')}")
+    if has_min:
+        conditions.append(f"price >= {arg('numeric')}")
+    if has_max:
+        conditions.append(f"price <= {arg('numeric')}")
+    if has_cursor:
         op = "<" if descending else ">"
         if column == "id":
-            conditions.append(f"id {op} {arg(query.cursor.id)}")
+            conditions.append(f"id {op} {arg('bigint')}")
         else:
-            key, last_id = arg(query.cursor.key), arg(query.cursor.id)
+            key, last_id = arg(_KEY_TYPES[column]), arg("bigint")
             conditions.append(f"({column}, id) {op} ({key}, {last_id})")
 
     direction = " DESC" if descending else ""
-    order = f"id{direction}" if column == "id" else f"{column}{direction}, id{direction}"
+    order = (f"id{direction}",) if column == "id" else (f"{column}{direction}", f"id{direction}")
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    sql = f"SELECT {COLUMNS} FROM items{where} ORDER BY {', '.join(order)} LIMIT {arg('int')}"  # noqa: S608
+    return _PageShape(sql, tuple(types), order)
+
+
+def _page_args(query: ListQuery) -> tuple[Any, ...]:
+    args: list[Any] = []
+    if query.q is not None:
+        pattern = query.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        args.append(f"%{pattern}%")
+    if query.min_price is not None:
+        args.append(query.min_price)
+    if query.max_price is not None:
+        args.append(query.max_price)
+    if query.cursor is not None:
+        if SORTS[query.sort][0] != "id":
+            args.append(query.cursor.key)
+        args.append(query.cursor.id)
     # One row more than asked tells whether a next page exists.
-    sql = f"SELECT {COLUMNS} FROM items{where} ORDER BY {order} LIMIT {arg(query.limit + 1)}"  # noqa: S608
-    return sql, args
+    args.append(query.limit + 1)
+    return tuple(args)
 
 
-async def list_items(pool: Database, query: ListQuery) -> tuple[list[asyncpg.Record], bool]:
-    """One page in sort order, and whether more rows follow it."""
-    sql, args = _list_sql(query)
-    rows = await pool.fetch(sql, *args)
+async def list_items(pool: Database, query: ListQuery) -> tuple[list[dict[str, Any]], bool]:
+    """One page in sort order (rows as dicts, read-only), and whether more rows follow it.
+
+    Batched with other pages of the same shape when no connection is free (app/db/batch.py).
+    """
+    shape = _page_shape(
+        query.sort,
+        query.q is not None,
+        query.min_price is not None,
+        query.max_price is not None,
+        query.cursor is not None,
+    )
+    rows = await pool.page_reads(shape.sql, shape.types, shape.order).fetch(_page_args(query))
     has_more = len(rows) > query.limit
     return rows[: query.limit], has_more
 

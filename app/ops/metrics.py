@@ -31,6 +31,7 @@ from sanic.exceptions import Unauthorized
 
 from app.background import run_in_background
 from app.db.batch import BATCH_SIZES, SIZE_BOUNDS
+from app.db.batch import KINDS as BATCH_KINDS
 from app.items.cache import LOOKUPS
 from app.ops import openapi
 from app.settings import Settings
@@ -88,7 +89,8 @@ _CACHE_HITS = CACHE_HITS.labels("items")
 _CACHE_MISSES = CACHE_MISSES.labels("items")
 DB_BATCH_SIZE = Histogram(
     "items_db_batch_size",
-    "Reads served by one batched statement, per batch (app/db/batch.py).",
+    "Reads served by one batched statement, per batch and kind of read (app/db/batch.py).",
+    ["kind"],
     buckets=SIZE_BOUNDS,
 )
 RATE_LIMITED = Counter("items_rate_limit_rejections_total", "Requests refused with 429.")
@@ -174,9 +176,10 @@ class RequestStats:
             _CACHE_HITS.inc(hits)
         if misses:
             _CACHE_MISSES.inc(misses)
-        batches, sizes = BATCH_SIZES.take()
-        if sizes:
-            add_observations(DB_BATCH_SIZE, [sizes, *batches])
+        for kind in BATCH_KINDS:
+            batches, sizes = BATCH_SIZES.take(kind)
+            if sizes:
+                add_observations(DB_BATCH_SIZE.labels(kind), [sizes, *batches])
 
 
 def add_observations(histogram: Histogram, entry: list[float]) -> None:

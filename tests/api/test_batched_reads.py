@@ -52,7 +52,7 @@ def test_concurrent_reads_each_get_their_own_item_or_their_own_404(
 ) -> None:
     client, loop, app = one_connection
     db = app.ctx.db
-    BATCH_SIZES.take()
+    BATCH_SIZES.take("by_id")
 
     async def burst() -> list[httpx.Response]:
         held = await db.acquire()  # the pool's one connection: every read must wait
@@ -76,6 +76,54 @@ def test_concurrent_reads_each_get_their_own_item_or_their_own_404(
         else:
             assert response.status_code == 404, response.text
             assert response.headers["content-type"] == "application/problem+json"
-    counts, total = BATCH_SIZES.take()
+    counts, total = BATCH_SIZES.take("by_id")
     assert total == len(ASKED), "not every read went through the batch"
     assert sum(counts) == 1, f"{sum(counts)} statements for one batch"
+
+
+PAGES = [
+    "/items?limit=2",
+    "/items?limit=2&sort=-price",
+    "/items?limit=3&sort=created_at",
+    "/items?limit=2&q=item%203",
+    "/items?limit=2&min_price=2&max_price=4",
+    "/items?limit=2",  # the same page twice
+    "/items?limit=5&sort=-id",
+    "/items?q=nothing%20like%20this",  # an empty page
+]
+
+
+def test_concurrent_list_pages_each_get_their_own_page(one_connection: Served) -> None:
+    client, loop, app = one_connection
+    db = app.ctx.db
+
+    async def pages(http: httpx.AsyncClient, paths: list[str]) -> list[httpx.Response]:
+        return await asyncio.wait_for(asyncio.gather(*(http.get(p) for p in paths)), 10)
+
+    async def burst() -> tuple[list[httpx.Response], list[httpx.Response]]:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{client.port}") as http:
+            # Each page alone first, then the pages after each of them (with their cursors).
+            first = [await http.get(path) for path in PAGES]
+            nexts = [r.headers["link"].split(">")[0][1:] for r in first if "link" in r.headers]
+            paths = PAGES + nexts
+            alone = [await http.get(path) for path in paths]
+            BATCH_SIZES.take("page")
+            held = await db.acquire()  # the pool's one connection: every read must wait
+            sent = asyncio.ensure_future(pages(http, paths))
+            async with asyncio.timeout(5):
+                while db.waiting < 1:
+                    await asyncio.sleep(0.01)
+            await asyncio.sleep(0.3)
+            assert not sent.done()
+            await db.release(held)
+            return alone, await sent
+
+    alone, batched = loop.run_until_complete(burst())
+    assert len(alone) > len(PAGES), "no page had a next page"
+    for one, together in zip(alone, batched, strict=True):
+        assert one.status_code == together.status_code == 200, together.text
+        assert together.content == one.content
+        assert together.headers.get("link") == one.headers.get("link")
+    counts, total = BATCH_SIZES.take("page")
+    assert total == len(alone), "not every page went through a batch"
+    assert sum(counts) < len(alone), "no two pages shared a statement"

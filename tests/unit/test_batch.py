@@ -52,7 +52,8 @@ def run(url: str, scenario: Any) -> Any:
 
 @pytest.fixture(autouse=True)
 def no_sizes_left() -> None:
-    BATCH_SIZES.take()
+    BATCH_SIZES.take("by_id")
+    BATCH_SIZES.take("page")
 
 
 def test_a_read_that_finds_a_connection_free_runs_alone_at_once(database_url: str) -> None:
@@ -61,7 +62,7 @@ def test_a_read_that_finds_a_connection_free_runs_alone_at_once(database_url: st
         try:
             reads = db.keyed_reads(ONE, MANY, "k")
             row = await bounded(reads.fetchrow(3))
-            return row, BATCH_SIZES.take()[0]
+            return row, BATCH_SIZES.take("by_id")[0]
         finally:
             await db.pool.close()
 
@@ -85,7 +86,7 @@ def test_reads_waiting_together_each_get_their_own_row_or_their_own_miss(
             assert not any(w.done() for w in waiting)
             await db.release(held)
             rows = await bounded(asyncio.gather(*waiting))
-            counts, total = BATCH_SIZES.take()
+            counts, total = BATCH_SIZES.take("by_id")
             return rows, counts, total
         finally:
             await db.pool.close()
@@ -109,7 +110,7 @@ def test_a_batch_takes_at_most_its_limit_and_later_reads_form_the_next(database_
             await settle()
             await db.release(held)
             rows = await bounded(asyncio.gather(*waiting))
-            counts, total = BATCH_SIZES.take()
+            counts, total = BATCH_SIZES.take("by_id")
             return rows, sum(counts), total
         finally:
             await db.pool.close()
@@ -194,7 +195,7 @@ def test_batching_off_runs_each_read_alone(database_url: str) -> None:
             await settle()
             await db.release(held)
             rows = await bounded(asyncio.gather(*waiting))
-            return rows, sum(BATCH_SIZES.take()[0])
+            return rows, sum(BATCH_SIZES.take("by_id")[0])
         finally:
             await db.pool.close()
 
@@ -212,3 +213,89 @@ def test_keyed_reads_are_one_per_statement_and_pool() -> None:
     first = db.keyed_reads(ONE, MANY, "k")
     assert db.keyed_reads(ONE, MANY, "k") is first
     assert isinstance(first, KeyedReads) and first.limit == 8
+
+
+# Pages of the probe table: rows after a key, in either direction, with a page size.
+PAGE_UP = f"SELECT k, v FROM {TABLE} WHERE k > $1::int ORDER BY k LIMIT $2::int"  # noqa: S608
+PAGE_DOWN = f"SELECT k, v FROM {TABLE} WHERE k < $1::int ORDER BY k DESC LIMIT $2::int"  # noqa: S608
+
+
+def alone(sql: str, after: int, size: int) -> list[int]:
+    """The keys the page holds (what the statement alone answers)."""
+    if sql == PAGE_UP:
+        return [k for k in KEYS if k > after][:size]
+    return sorted((k for k in KEYS if k < after), reverse=True)[:size]
+
+
+def test_pages_waiting_together_each_get_their_own_page_in_its_own_order(
+    database_url: str,
+) -> None:
+    asked = [(0, 3), (5, 2), (0, 3), (9, 4), (10, 5), (3, 1), (0, 10)]  # a duplicate, an empty
+
+    async def scenario() -> tuple[list[Any], list[Any], list[int], int]:
+        db = await open_db(database_url)
+        try:
+            up = db.page_reads(PAGE_UP, ("int", "int"), ("k",))
+            down = db.page_reads(PAGE_DOWN, ("int", "int"), ("k DESC",))
+            held = await db.acquire()
+            ups = [asyncio.ensure_future(up.fetch(args)) for args in asked]
+            downs = [asyncio.ensure_future(down.fetch(args)) for args in asked]
+            await settle()
+            assert not any(w.done() for w in ups + downs)
+            await db.release(held)
+            pages_up = await bounded(asyncio.gather(*ups))
+            pages_down = await bounded(asyncio.gather(*downs))
+            counts, total = BATCH_SIZES.take("page")
+            return pages_up, pages_down, counts, total
+        finally:
+            await db.pool.close()
+
+    pages_up, pages_down, counts, total = run(database_url, scenario)
+    for (after, size), page in zip(asked, pages_up, strict=True):
+        assert [row["k"] for row in page] == alone(PAGE_UP, after, size), (after, size)
+        assert all(row == {"k": row["k"], "v": f"v{row['k']}"} for row in page)
+    for (after, size), page in zip(asked, pages_down, strict=True):
+        assert [row["k"] for row in page] == alone(PAGE_DOWN, after, size), (after, size)
+    # One statement per query shape, each serving all of its shape's members.
+    assert sum(counts) == 2 and total == 2 * len(asked)
+
+
+def test_a_page_read_on_an_idle_pool_runs_alone_and_equals_the_batched_one(
+    database_url: str,
+) -> None:
+    async def scenario() -> tuple[Any, Any, list[int]]:
+        db = await open_db(database_url)
+        try:
+            pages = db.page_reads(PAGE_DOWN, ("int", "int"), ("k DESC",))
+            page = await bounded(pages.fetch((8, 3)))
+            unbatched = BATCH_SIZES.take("page")[0]
+            held = await db.acquire()
+            batched = asyncio.ensure_future(pages.fetch((8, 3)))
+            await settle()
+            await db.release(held)
+            return page, await bounded(batched), unbatched
+        finally:
+            await db.pool.close()
+
+    page, batched, unbatched = run(database_url, scenario)
+    assert sum(unbatched) == 0, "a page read on an idle pool waited for a batch"
+    assert page == batched == [{"k": 7, "v": "v7"}, {"k": 6, "v": "v6"}, {"k": 5, "v": "v5"}]
+
+
+def test_a_failing_page_batch_fails_each_member(database_url: str) -> None:
+    async def scenario() -> list[Any]:
+        db = await open_db(database_url, acquire_timeout=0.2)
+        try:
+            pages = db.page_reads(PAGE_UP, ("int", "int"), ("k",))
+            held = await db.acquire()
+            waiting = [asyncio.ensure_future(pages.fetch((k, 2))) for k in (1, 2)]
+            results = await bounded(asyncio.gather(*waiting, return_exceptions=True))
+            await db.release(held)
+            results.append(await bounded(pages.fetch((1, 2))))
+            return results
+        finally:
+            await db.pool.close()
+
+    *failed, after = run(database_url, scenario)
+    assert all(isinstance(result, TimeoutError) for result in failed), failed
+    assert [row["k"] for row in after] == [2, 3]
