@@ -9,11 +9,15 @@ each member gets its own answer (its row or its own miss, its own page). Later a
 the next batch. Under load the pool turn, the asyncpg call and the round trip are paid once
 per batch instead of once per request.
 
-Two statements batch:
+Three kinds of statement batch:
 - `KeyedReads`, rows by key: `WHERE key = ANY($1)`, rows handed back by key;
 - `PageReads`, pages of one query shape: the members' parameters as arrays, `unnest` ... WITH
   ORDINALITY, and the page query once per member in a `LATERAL` subquery; rows handed back by
   their member's ordinal. Members asking for the same page share its row of parameters.
+- `RowInserts`, one new row per member: one multi-row INSERT, committed once, in which a
+  member whose row conflicts (a duplicate unique value) gets its own miss, and the others
+  their rows. A batch that fails on the data (a constraint) retries each member alone on the
+  same connection, so each gets its own statement's answer or error.
 
 Every deadline stays: the batch's wait for its turn is the oldest member's (DB_ACQUIRE_TIMEOUT
 from its arrival, so no member waits longer than it would have alone), and its statement gets
@@ -29,16 +33,16 @@ import asyncio
 from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-if TYPE_CHECKING:
-    import asyncpg
+import asyncpg
 
+if TYPE_CHECKING:
     from app.db.pool import Database
 
 # Upper bounds of the batch-size histogram's buckets (a batch of one is a read that found
 # no connection free and nobody to share a statement with).
 SIZE_BOUNDS = (1, 2, 4, 8, 16, 32, 64, 128)
 # What a batch serves: the histogram's label values.
-KINDS = ("by_id", "page")
+KINDS = ("by_id", "page", "insert")
 
 
 class BatchSizes:
@@ -74,7 +78,7 @@ Answer = TypeVar("Answer")
 Member = tuple[Any, "asyncio.Future[Any]"]
 
 
-class _Batched(Generic[Answer]):
+class Batched(Generic[Answer]):
     """Runs `_alone` when a connection is free, else batches members for `_serve`."""
 
     __slots__ = ("db", "kind", "limit", "pending", "tasks")
@@ -143,7 +147,7 @@ class _Batched(Generic[Answer]):
             self.pending = None
 
 
-class KeyedReads(_Batched["asyncpg.Record | None"]):
+class KeyedReads(Batched["asyncpg.Record | None"]):
     """Rows of one table by key, through `db`: alone when a connection is free, else batched.
 
     `one_sql` reads one row by `$1`; `many_sql` reads the rows whose key is in the array `$1`,
@@ -180,7 +184,7 @@ class KeyedReads(_Batched["asyncpg.Record | None"]):
 MEMBER_COLUMN = "batch_member"
 
 
-class PageReads(_Batched[list[dict[str, Any]]]):
+class PageReads(Batched[list[dict[str, Any]]]):
     """Pages of one query shape through `db`: alone when a connection is free, else batched.
 
     `one_sql` reads one page with parameters `$1..$n` of PostgreSQL types `types`, in the
@@ -222,6 +226,69 @@ class PageReads(_Batched[list[dict[str, Any]]]):
         for args, future in members:
             if not future.done():
                 future.set_result(pages[ordinals[args]])
+
+
+class RowInserts(Batched["asyncpg.Record | dict[str, Any] | None"]):
+    """Rows inserted through `db`: alone when a connection is free, else batched.
+
+    `one_sql` inserts the row of parameters `$1..$n` and returns it (a duplicate unique value
+    raises, as ever). `many_sql` inserts the rows of the arrays `$1..$n`, one element per
+    member in member order, and returns one row per member: its ordinal (from 1) as column
+    MEMBER_COLUMN, then its inserted row, all NULL where the row conflicted and was not
+    inserted (ON CONFLICT DO NOTHING); `key_column` is never NULL in an inserted row. Members
+    get their row (a dict) or None for a conflict.
+    """
+
+    __slots__ = ("key_column", "many_sql", "one_sql")
+
+    def __init__(
+        self, db: Database, one_sql: str, many_sql: str, key_column: str, limit: int
+    ) -> None:
+        super().__init__(db, "insert", limit)
+        self.one_sql = one_sql
+        self.many_sql = many_sql
+        self.key_column = key_column
+
+    async def insert(self, args: tuple[Any, ...]) -> asyncpg.Record | dict[str, Any] | None:
+        return await self._ask(args)
+
+    async def _alone(self, question: Any) -> asyncpg.Record | None:
+        return await self.db.fetchrow(self.one_sql, *question)
+
+    async def _serve(
+        self, conn: asyncpg.Connection, members: list[Member], timeout: float | None
+    ) -> None:
+        columns = [list(column) for column in zip(*(args for args, _ in members), strict=True)]
+        try:
+            rows = await conn.fetch(self.many_sql, *columns, timeout=timeout)
+        except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError):
+            # One member's data broke a rule: nothing was inserted. Each runs alone, for
+            # its own answer or error (the batch's deadline still holds).
+            await self._one_by_one(conn, members, timeout)
+            return
+        for row in rows:
+            inserted = dict(row)
+            future = members[inserted.pop(MEMBER_COLUMN) - 1][1]
+            if not future.done():
+                future.set_result(inserted if inserted[self.key_column] is not None else None)
+
+    async def _one_by_one(
+        self, conn: asyncpg.Connection, members: list[Member], timeout: float | None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        for args, future in members:
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                raise TimeoutError("the batch's statements used its time")
+            try:
+                row = await conn.fetchrow(self.one_sql, *args, timeout=left)
+            except asyncpg.PostgresError as exc:  # the server's answer to this member's row
+                if not future.done():
+                    future.set_exception(exc)
+            else:
+                if not future.done():
+                    future.set_result(row)
 
 
 def _lateral(one_sql: str, types: Sequence[str], order: Sequence[str]) -> str:

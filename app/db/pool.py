@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from asyncpg import connect_utils
 
-from app.db.batch import KeyedReads, PageReads
+from app.db.batch import Batched, KeyedReads, PageReads, RowInserts
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -192,7 +192,6 @@ class Database:
         "batch_limit",
         "batches",
         "command_timeout",
-        "pages",
         "pool",
         "queue",
     )
@@ -211,25 +210,32 @@ class Database:
         self.queue = FairQueue(pool.get_max_size(), acquire_timeout)
         # The most reads one batched statement serves (app/db/batch.py); 0 or 1: no batching.
         self.batch_limit = batch_limit
-        self.batches: dict[str, KeyedReads] = {}
-        self.pages: dict[str, PageReads] = {}
+        # The batching readers and writers, by their statement (one per statement and worker).
+        self.batches: dict[str, Batched[Any]] = {}
 
     def keyed_reads(self, one_sql: str, many_sql: str, key_column: str) -> KeyedReads:
-        """The batching reader of `many_sql` over this pool (one per statement and worker)."""
-        reads = self.batches.get(many_sql)
-        if reads is None:
-            reads = self.batches[many_sql] = KeyedReads(
-                self, one_sql, many_sql, key_column, self.batch_limit
-            )
-        return reads
+        """The batching reader of rows by key of `many_sql` over this pool (app/db/batch.py)."""
+        found = self.batches.get(many_sql)
+        if not isinstance(found, KeyedReads):
+            found = KeyedReads(self, one_sql, many_sql, key_column, self.batch_limit)
+            self.batches[many_sql] = found
+        return found
 
     def page_reads(self, one_sql: str, types: Sequence[str], order: Sequence[str]) -> PageReads:
-        """The batching reader of pages of `one_sql` over this pool (one per statement and
-        worker); `types` are its parameters' PostgreSQL types, `order` its ORDER BY terms."""
-        reads = self.pages.get(one_sql)
-        if reads is None:
-            reads = self.pages[one_sql] = PageReads(self, one_sql, types, order, self.batch_limit)
-        return reads
+        """The batching reader of pages of `one_sql` over this pool; `types` are its
+        parameters' PostgreSQL types, `order` its ORDER BY terms."""
+        found = self.batches.get(one_sql)
+        if not isinstance(found, PageReads):
+            found = self.batches[one_sql] = PageReads(self, one_sql, types, order, self.batch_limit)
+        return found
+
+    def row_inserts(self, one_sql: str, many_sql: str, key_column: str) -> RowInserts:
+        """The batching writer of rows by `one_sql` / `many_sql` over this pool."""
+        found = self.batches.get(many_sql)
+        if not isinstance(found, RowInserts):
+            found = RowInserts(self, one_sql, many_sql, key_column, self.batch_limit)
+            self.batches[many_sql] = found
+        return found
 
     @property
     def waiting(self) -> int:

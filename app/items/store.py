@@ -19,12 +19,13 @@ lose an update.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
+from app.db.batch import MEMBER_COLUMN
 from app.db.pool import Database
 from app.items.pagination import SORTS, ListQuery
 
@@ -46,6 +47,17 @@ SQL_GET_MANY = f"SELECT {COLUMNS} FROM items WHERE id = ANY($1::bigint[])"  # no
 SQL_CREATE = (
     "INSERT INTO items (name, description, sku, price, quantity) "  # noqa: S608
     f"VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
+)
+# The batched insert (app/db/batch.py RowInserts): each member's id is drawn first, in member
+# order, so that each row inserted (or not, when its sku is taken) is found by its member.
+SQL_CREATE_MANY = (
+    "WITH m AS MATERIALIZED (SELECT nextval(pg_get_serial_sequence('items', 'id')) AS id, m.* "  # noqa: S608 (constant text)
+    "FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::int[]) WITH ORDINALITY "
+    "AS m(name, description, sku, price, quantity, n)), "
+    "inserted AS (INSERT INTO items (id, name, description, sku, price, quantity) "
+    "SELECT id, name, description, sku, price, quantity FROM m ORDER BY n "
+    f"ON CONFLICT (sku) DO NOTHING RETURNING {COLUMNS}) "
+    f"SELECT m.n AS {MEMBER_COLUMN}, inserted.* FROM m LEFT JOIN inserted ON inserted.id = m.id"
 )
 SQL_REPLACE = (
     "UPDATE items SET name = $2, description = $3, sku = $4, price = $5, quantity = $6, "  # noqa: S608
@@ -186,19 +198,30 @@ async def list_items(pool: Database, query: ListQuery) -> tuple[list[dict[str, A
     return rows[: query.limit], has_more
 
 
-async def create_item(pool: Database | asyncpg.Connection, data: dict[str, Any]) -> asyncpg.Record:
-    """Insert one item; pass a connection in a transaction to commit it with other writes."""
+async def create_item(
+    pool: Database | asyncpg.Connection, data: dict[str, Any]
+) -> Mapping[str, Any]:
+    """Insert one item; pass a connection in a transaction to commit it with other writes.
+
+    On the pool, inserts that wait for a connection together are one statement
+    (app/db/batch.py), each still failing alone on its own duplicate sku.
+    """
+    args = (
+        data["name"],
+        data.get("description", ""),
+        data.get("sku"),
+        data["price"],
+        data.get("quantity", 0),
+    )
     try:
-        row: asyncpg.Record = await pool.fetchrow(
-            SQL_CREATE,
-            data["name"],
-            data.get("description", ""),
-            data.get("sku"),
-            data["price"],
-            data.get("quantity", 0),
-        )
+        if isinstance(pool, Database):
+            row = await pool.row_inserts(SQL_CREATE, SQL_CREATE_MANY, "id").insert(args)
+        else:
+            row = await pool.fetchrow(SQL_CREATE, *args)
     except asyncpg.UniqueViolationError:
-        raise DuplicateSku(data.get("sku")) from None
+        row = None
+    if row is None:
+        raise DuplicateSku(data.get("sku"))
     return row
 
 

@@ -1,5 +1,6 @@
-"""GET /items/{id} under a busy pool: reads that wait together share one statement, and each
-client still gets its own item, or its own 404 (app/db/batch.py), through a real server."""
+"""Requests under a busy pool, through a real server: reads by id, list pages and creates that
+wait together share one statement (app/db/batch.py), and each client still gets its own item
+or its own 404, its own page, its own new item or its own 409."""
 
 from __future__ import annotations
 
@@ -127,3 +128,55 @@ def test_concurrent_list_pages_each_get_their_own_page(one_connection: Served) -
     counts, total = BATCH_SIZES.take("page")
     assert total == len(alone), "not every page went through a batch"
     assert sum(counts) < len(alone), "no two pages shared a statement"
+
+
+def test_concurrent_creates_each_get_their_own_item_or_their_own_409(
+    one_connection: Served, write_headers: dict[str, str]
+) -> None:
+    client, loop, app = one_connection
+    db = app.ctx.db
+    skus = ["new-1", None, "new-2", "new-1", None, "new-3", "new-2", None]
+    winners = {0, 1, 2, 4, 5, 7}  # the first of each sku, and every item without one
+
+    async def burst() -> list[httpx.Response]:
+        BATCH_SIZES.take("insert")
+        base = f"http://127.0.0.1:{client.port}"
+        async with httpx.AsyncClient(base_url=base, headers=write_headers) as http:
+            held = await db.acquire()
+            sent = []
+            for index, sku in enumerate(skus):
+                body = {"name": f"new {index}", "price": index, "quantity": index}
+                if sku is not None:
+                    body["sku"] = sku
+                sent.append(asyncio.ensure_future(http.post("/items", json=body)))
+                await asyncio.sleep(0.02)  # arrive in this order
+            async with asyncio.timeout(5):
+                while db.waiting < 1:
+                    await asyncio.sleep(0.01)
+            await asyncio.sleep(0.3)
+            assert not any(s.done() for s in sent)
+            await db.release(held)
+            responses = await asyncio.wait_for(asyncio.gather(*sent), 10)
+            # What each 201 says is what the table holds.
+            for response in responses:
+                if response.status_code == 201:
+                    stored = await http.get(response.headers["location"])
+                    assert stored.json() == response.json()
+            return responses
+
+    responses = loop.run_until_complete(burst())
+    for index, response in enumerate(responses):
+        if index in winners:
+            assert response.status_code == 201, response.text
+            item = response.json()
+            assert (item["name"], item["quantity"], item["sku"]) == (
+                f"new {index}",
+                index,
+                skus[index],
+            )
+            assert response.headers["location"] == f"/items/{item['id']}"
+        else:
+            assert response.status_code == 409, response.text
+            assert response.headers["content-type"] == "application/problem+json"
+    counts, total = BATCH_SIZES.take("insert")
+    assert total == len(skus) and sum(counts) == 1, "the creates did not share one statement"
