@@ -159,7 +159,9 @@ def _page_shape(
     direction = " DESC" if descending else ""
     order = (f"id{direction}",) if column == "id" else (f"{column}{direction}", f"id{direction}")
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    sql = f"SELECT {COLUMNS} FROM items{where} ORDER BY {', '.join(order)} LIMIT {arg('int')}"  # noqa: S608
+    # The table's columns, not the output's (`price` there is a float8: no index sorts it).
+    by = ", ".join(f"items.{term}" for term in order)
+    sql = f"SELECT {COLUMNS} FROM items{where} ORDER BY {by} LIMIT {arg('int')}"  # noqa: S608
     return _PageShape(sql, tuple(types), order)
 
 
