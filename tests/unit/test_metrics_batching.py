@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Histogram
 
-from app.ops.metrics import LATENCY, RequestStats, add_observations
+from app.db.batch import BATCH_SIZES, KINDS
+from app.ops.metrics import DB_BATCH_SIZE, LATENCY, RequestStats, add_observations
 
 DURATIONS = [0.0004, 0.001, 0.0011, 0.003, 0.05, 0.05, 0.7, 12.0, 0.0]
 
@@ -37,3 +38,19 @@ def test_in_flight_is_started_minus_finished() -> None:
     stats.started += 3
     stats.record("GET", "/x", 200, 0.01)
     assert stats.started - stats.finished == 2
+
+
+def test_batch_sizes_reach_the_histogram_by_kind() -> None:
+    def count(kind: str) -> float:
+        return float(DB_BATCH_SIZE.labels(kind)._sum.get())
+
+    before = {kind: count(kind) for kind in KINDS}
+    BATCH_SIZES.add("page", 5)
+    BATCH_SIZES.add("insert", 40)
+    BATCH_SIZES.add("insert", 2)
+    RequestStats().flush()
+    assert {kind: count(kind) - before[kind] for kind in KINDS} == {
+        "by_id": 0,
+        "page": 5,
+        "insert": 42,
+    }
