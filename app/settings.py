@@ -123,6 +123,10 @@ class Settings(BaseSettings):
     # At most a day: the cache's generation stamps repeat after 25 days (app/items/cache.py).
     CACHE_TTL: float = Field(default=30.0, gt=0, le=86_400)
     CACHE_MAX_ITEMS: PositiveInt = 10_000
+    # List pages per worker, and the bytes of their bodies (a page is up to 100 items): both
+    # bound the page dict's memory. CACHE_MAX_PAGES=0: pages are not cached.
+    CACHE_MAX_PAGES: int = Field(default=10_000, ge=0)
+    CACHE_MAX_PAGE_BYTES: PositiveInt = 32 * 1024 * 1024
     IDEMPOTENCY_TTL: PositiveInt = 24 * 3600
     IDEMPOTENCY_PURGE_INTERVAL: PositiveInt = 600
 

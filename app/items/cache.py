@@ -1,21 +1,24 @@
-"""Read cache for `GET /items/{id}`: never serves a client its own write stale.
+"""Read cache for `GET /items/{id}` and `GET /items`: never serves a client its own write stale.
 
-Each worker keeps a dict of item id -> response body (precomputed bytes) and ETag version.
-Workers are separate processes, so a write cannot reach the other workers' dicts; instead
-every entry remembers the *generation* of its id, a stamp in a table in shared memory
-(made in the main process before workers spawn; written without a lock, see `Generations`),
-and a hit is served only while that stamp is unchanged:
+Each worker keeps a dict of item id -> response body (precomputed bytes) and ETag version,
+and a dict of list query -> page (body bytes and next cursor). Workers are separate
+processes, so a write cannot reach the other workers' dicts; instead every entry remembers a
+*generation*, a stamp in a table in shared memory (made in the main process before workers
+spawn; written without a lock, see `Generations`), and a hit is served only while that stamp
+is unchanged. An item remembers its id's cell; a page remembers the table's own cell, which
+every write to any item moves (a write may add a row to, drop one from, or reorder any page):
 
-- a write bumps the generation of its id, on this machine, after its commit and before its
-  response is sent, so no worker of this machine serves the old value afterwards;
-- a read notes the generation *before* it queries the database and stores its row only if
-  the generation has not moved since, so a read that raced a write never caches the older
-  version over the newer one;
+- a write bumps the generation of its id and the table's, on this machine, after its commit
+  and before its response is sent, so no worker of this machine serves the old value
+  afterwards;
+- a read notes the generation *before* it queries the database and stores its row (or page)
+  only if the generation has not moved since, so a read that raced a write never caches the
+  older version over the newer one;
 - other machines learn of a write from PostgreSQL: a trigger on `items` (`items_notify_change`,
-  migrations/models/4_*_items_change_notify.py) sends `NOTIFY items_changed, '<id>'` in the
-  writing transaction (`'*'` for a TRUNCATE), and
-  each worker LISTENs on a dedicated connection and bumps the generation on receipt, within
-  milliseconds.
+  migrations/models/5_*_items_insert_notify.py) sends `NOTIFY items_changed, '<id>'` for
+  each row inserted, updated or deleted, in the writing transaction (`'*'` for a TRUNCATE),
+  and each worker LISTENs on a dedicated connection and bumps the generations on receipt,
+  within milliseconds.
 
 A worker that cannot be sure it hears every write serves nothing from its cache and drops it:
 from the moment its LISTEN connection closes (asyncpg's termination callback, at once: a
@@ -24,8 +27,8 @@ PostgreSQL restart, `pg_terminate_backend`, a reset connection), errs, or misses
 registered again; reads that began before that are not stored (`epoch`).
 `tests/server/test_cache_faults.py` restarts and terminates the database under two instances.
 
-`CACHE_TTL` bounds an entry's life in any case; `CACHE_MAX_ITEMS` bounds each worker's dict
-(oldest entry out first).
+`CACHE_TTL` bounds an entry's life in any case; `CACHE_MAX_ITEMS` bounds each worker's item
+dict, `CACHE_MAX_PAGES` and `CACHE_MAX_PAGE_BYTES` its page dict (oldest entry out first).
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ import contextlib
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from decimal import Decimal
 from multiprocessing.sharedctypes import RawArray
 from typing import Any
 
@@ -44,6 +48,7 @@ from sanic import Sanic
 
 from app.background import run_in_background
 from app.db.wiring import connect_direct
+from app.items.pagination import ListQuery
 from app.settings import Settings
 from app.shared_memory import share
 
@@ -53,6 +58,8 @@ CHANNEL = "items_changed"
 # Ids share generation counters modulo this: a collision only costs an extra miss.
 GENERATION_SLOTS = 1 << 16
 _MASK = GENERATION_SLOTS - 1
+# The table's own cell, after the ids' cells: every write to any item moves it.
+_TABLE = GENERATION_SLOTS
 # A LISTEN connection that dies silently (no FIN: a network loss) is noticed by a ping: the
 # cache stops serving at most INTERVAL + TIMEOUT after the last sign of life.
 LISTEN_PING_INTERVAL = 1.0
@@ -81,6 +88,7 @@ class Lookups:
 
 
 LOOKUPS = Lookups()
+PAGE_LOOKUPS = Lookups()
 
 
 @dataclass(slots=True)
@@ -90,6 +98,17 @@ class Entry:
     epoch: int
     expires: float
     body: bytes
+
+
+@dataclass(slots=True)
+class Page:
+    """A list page as served: the body, and the cursor its `Link` header needs."""
+
+    generation: int  # the table's
+    epoch: int
+    expires: float
+    body: bytes
+    next_cursor: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +129,8 @@ class Generations:
     only promise the cache needs holds: a cell never goes back to a value it had while an
     entry or a read remembered it. An increment could (a process paused between its load and
     its store writes an old count back), and that is the write a reader would then miss.
-    `tests/unit/test_cache.py` kills bumping processes and checks both.
+    `tests/unit/test_cache.py` kills bumping processes and checks both; the table's cell is
+    written the same way (`tests/unit/test_page_cache.py`).
     """
 
     def __init__(self, array: Any) -> None:
@@ -118,13 +138,19 @@ class Generations:
 
     @staticmethod
     def allocate() -> Any:
-        return RawArray("q", GENERATION_SLOTS)
+        return RawArray("q", GENERATION_SLOTS + 1)
 
     def current(self, item_id: int) -> int:
         return int(self._cells[item_id & _MASK])
 
+    def table(self) -> int:
+        return int(self._cells[_TABLE])
+
     def bump(self, item_id: int) -> None:
         self._cells[item_id & _MASK] = _STAMPS.next()
+
+    def bump_table(self) -> None:
+        self._cells[_TABLE] = _STAMPS.next()
 
 
 class _Stamps:
@@ -151,13 +177,30 @@ _STAMPS = _Stamps()
 
 
 class ItemCache:
-    """One worker's cache of item responses, checked against the machine's generations."""
+    """One worker's cache of item responses and list pages, checked against the machine's
+    generations."""
 
-    def __init__(self, generations: Generations, ttl: float, max_items: int) -> None:
+    def __init__(
+        self,
+        generations: Generations,
+        ttl: float,
+        max_items: int,
+        *,
+        max_pages: int = 0,
+        max_page_bytes: int = 0,
+    ) -> None:
         self.generations = generations
         self.ttl = ttl
         self.max_items = max_items
         self.entries: dict[int, Entry] = {}
+        # 0: pages are not cached (`CACHE_MAX_PAGES=0`).
+        self.max_pages = max_pages
+        self.max_page_bytes = max_page_bytes
+        # Keyed by the validated query, so spellings of one query share a page (`page_key`).
+        self.pages: dict[ListQuery, Page] = {}
+        self.page_bytes = 0
+        # The table generation every held page was read under (older ones are never served).
+        self._pages_generation = 0
         # True while this worker hears other machines' writes; no hits otherwise.
         self.listening = False
         # Bumped when the notification stream restarts: reads begun before are not stored.
@@ -199,14 +242,88 @@ class ItemCache:
         )
 
     def invalidate(self, item_id: int) -> None:
-        """A write to `item_id` committed: no worker of this machine may serve the old one."""
+        """A write to `item_id` committed: no worker of this machine may serve the old item,
+        nor any page read before it."""
         self.generations.bump(item_id)
+        self.generations.bump_table()
         self.entries.pop(item_id, None)
+
+    def get_page(self, query: ListQuery) -> Page | None:
+        page = self.pages.get(query)
+        if (
+            page is not None
+            and self.listening
+            and page.generation == self.generations.table()
+            and page.epoch == self.epoch
+            and page.expires > time.monotonic()
+        ):
+            PAGE_LOOKUPS.hits += 1
+            return page
+        PAGE_LOOKUPS.misses += 1
+        return None
+
+    def snapshot_pages(self) -> Snapshot:
+        return Snapshot(self.generations.table(), self.epoch)
+
+    def put_page(
+        self, query: ListQuery, seen: Snapshot, body: bytes, next_cursor: str | None
+    ) -> None:
+        """Store a page read after `seen`, unless any write or a restart came in between."""
+        if (
+            not self.listening
+            or seen.epoch != self.epoch
+            or seen.generation != self.generations.table()
+            or not self.max_pages
+            or len(body) > self.max_page_bytes
+        ):
+            return
+        pages = self.pages
+        if seen.generation != self._pages_generation:
+            # A table generation never comes back: every page held is dead, free them now.
+            pages.clear()
+            self.page_bytes = 0
+            self._pages_generation = seen.generation
+        held = pages.pop(query, None)
+        if held is not None:
+            self.page_bytes -= len(held.body)
+        while pages and (
+            len(pages) >= self.max_pages or self.page_bytes + len(body) > self.max_page_bytes
+        ):
+            self.page_bytes -= len(pages.pop(next(iter(pages))).body)
+        pages[page_key(query)] = Page(
+            seen.generation, seen.epoch, time.monotonic() + self.ttl, body, next_cursor
+        )
+        self.page_bytes += len(body)
 
     def restart(self, *, listening: bool) -> None:
         self.listening = listening
         self.epoch += 1
         self.entries.clear()
+        self.pages.clear()
+        self.page_bytes = 0
+
+
+_CENT = Decimal("0.01")
+
+
+def page_key(query: ListQuery) -> ListQuery:
+    """`query` as a page's key, equal (and hashing equal) to it, in bounded memory.
+
+    A price as sent may carry any number of digits (`1.5000…0`, `150e-2`, up to the request
+    line's length): the key holds its 2-place form, the same value. The rest is bounded by
+    parsing: `limit`, `sort` and the cursor's id, timestamp or price are small, `q` is at
+    most MAX_QUERY_LENGTH characters, and unknown parameters are not part of a `ListQuery`.
+    """
+    cursor = query.cursor
+    if cursor is not None and isinstance(cursor.key, Decimal):
+        cursor = replace(cursor, key=cursor.key.quantize(_CENT))
+    low, high = query.min_price, query.max_price
+    return replace(
+        query,
+        cursor=cursor,
+        min_price=None if low is None else low.quantize(_CENT),
+        max_price=None if high is None else high.quantize(_CENT),
+    )
 
 
 async def listen_for_writes(cache: ItemCache, settings: Settings) -> None:
@@ -219,6 +336,7 @@ async def listen_for_writes(cache: ItemCache, settings: Settings) -> None:
     def notified(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
         if payload == "*":
             # The table was truncated: every entry may be stale.
+            cache.generations.bump_table()
             cache.restart(listening=cache.listening)
             return
         try:
@@ -295,7 +413,11 @@ def register(app: Sanic[Any, Any], settings: Settings) -> None:
     @app.before_server_start
     async def open_cache(app: Sanic[Any, Any]) -> None:
         app.ctx.item_cache = ItemCache(
-            Generations(generations.memory), settings.CACHE_TTL, settings.CACHE_MAX_ITEMS
+            Generations(generations.memory),
+            settings.CACHE_TTL,
+            settings.CACHE_MAX_ITEMS,
+            max_pages=settings.CACHE_MAX_PAGES,
+            max_page_bytes=settings.CACHE_MAX_PAGE_BYTES,
         )
 
     run_in_background(
