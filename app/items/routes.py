@@ -73,14 +73,23 @@ async def create_item(request: Request, body: ItemIn) -> HTTPResponse:
         invalidate_cached(request, row["id"])  # ids are never reused, unless the table was reset
         return _item_response(row, 201, Location=f"/items/{row['id']}")
 
+    created: list[int] = []
+
     async def create(conn: asyncpg.Connection) -> idempotency.StoredResponse:
         row = await store.create_item(conn, data)
-        invalidate_cached(request, row["id"])
+        created.append(row["id"])
         headers = {"Location": f"/items/{row['id']}", "ETag": etag(row["version"])}
         headers["Content-Type"] = JSON
         return idempotency.StoredResponse(201, headers, _item_body(row), row["id"])
 
-    return await idempotency.create_item_once(request, key, data, create)
+    try:
+        return await idempotency.create_item_once(request, key, data, create)
+    finally:
+        # Here, not in `create`: the row commits with the stored response, after `create`
+        # returns, and a page read between a bump and that commit would be cached without
+        # it. Also when it failed (nothing committed, or a lost commit reply): a spare bump.
+        for item_id in created:
+            invalidate_cached(request, item_id)
 
 
 @bp.get("/<item_id:int>", ctx_auth_read=True)
