@@ -33,7 +33,8 @@ def _item_response(row: asyncpg.Record, status: int = 200, **headers: str) -> HT
 
 
 def invalidate_cached(request: Request, item_id: int) -> None:
-    """A write to `item_id` committed: drop it from every worker's read cache before replying."""
+    """A write to `item_id` committed: drop it, and every list page, from every worker's read
+    cache before replying."""
     cache = request.app.ctx.item_cache
     if cache is not None:
         cache.invalidate(item_id)
@@ -46,11 +47,23 @@ async def list_items(request: Request) -> HTTPResponse:
     """List items, one keyset-paginated page at a time."""
     # Blank values kept: `limit=` is a malformed limit (400), not an absent one.
     query = parse_list_query(request.get_args(keep_blank_values=True))
-    rows, has_more = await store.list_items(request.app.ctx.db, query)
-    next_cursor = encode_cursor(query.sort, rows[-1]) if has_more else None
-    body = orjson.dumps(
-        {"items": [dict(row) for row in rows], "next_cursor": next_cursor}, option=_DUMPS_OPTIONS
-    )
+    cache = request.app.ctx.item_cache
+    if cache is not None and not cache.max_pages:
+        cache = None  # CACHE_MAX_PAGES=0: items only
+    page = cache.get_page(query) if cache is not None else None
+    if page is not None:
+        body, next_cursor = page.body, page.next_cursor
+    else:
+        seen = cache.snapshot_pages() if cache is not None else None
+        rows, has_more = await store.list_items(request.app.ctx.db, query)
+        next_cursor = encode_cursor(query.sort, rows[-1]) if has_more else None
+        body = orjson.dumps(
+            {"items": [dict(row) for row in rows], "next_cursor": next_cursor},
+            option=_DUMPS_OPTIONS,
+        )
+        if seen is not None:
+            cache.put_page(query, seen, body, next_cursor)
+    # From the request as sent, never cached: equivalent queries share a page, not a link.
     headers = {}
     if next_cursor is not None:
         params = [(k, v) for k, values in request.args.items() if k != "cursor" for v in values]

@@ -59,6 +59,7 @@ async def readiness(request: Request) -> HTTPResponse:
         checks["cache"] = {
             "status": "ok" if listening else "warn",
             "entries": len(ctx.item_cache.entries),
+            "pages": len(ctx.item_cache.pages),
         }
     if ctx.draining:
         checks["shutdown"] = {"status": "fail", "error": "draining"}

@@ -32,7 +32,7 @@ from sanic.exceptions import Unauthorized
 from app.background import run_in_background
 from app.db.batch import BATCH_SIZES, SIZE_BOUNDS
 from app.db.batch import KINDS as BATCH_KINDS
-from app.items.cache import LOOKUPS
+from app.items.cache import LOOKUPS, PAGE_LOOKUPS
 from app.ops import openapi
 from app.settings import Settings
 
@@ -85,8 +85,12 @@ WORKER_CRASHES = Counter(
 # flush; `RATE_LIMITED.inc()` per 429.
 CACHE_HITS = Counter("items_cache_hits_total", "Cache lookups answered from the cache.", ["cache"])
 CACHE_MISSES = Counter("items_cache_misses_total", "Cache lookups that missed.", ["cache"])
-_CACHE_HITS = CACHE_HITS.labels("items")
-_CACHE_MISSES = CACHE_MISSES.labels("items")
+# Per cache (`GET /items/{id}`, `GET /items`): its counts and their children, label values
+# from this fixed pair.
+_CACHE_LOOKUPS = tuple(
+    (lookups, CACHE_HITS.labels(cache), CACHE_MISSES.labels(cache))
+    for lookups, cache in ((LOOKUPS, "items"), (PAGE_LOOKUPS, "pages"))
+)
 DB_BATCH_SIZE = Histogram(
     "items_db_batch_size",
     "Reads served by one batched statement, per batch and kind of read (app/db/batch.py).",
@@ -171,11 +175,12 @@ class RequestStats:
                 child = _latency_children[(method, route)] = LATENCY.labels(method, route)
             add_observations(child, entry)
         IN_FLIGHT.set(self.started - self.finished)
-        hits, misses = LOOKUPS.take()
-        if hits:
-            _CACHE_HITS.inc(hits)
-        if misses:
-            _CACHE_MISSES.inc(misses)
+        for lookups, hits_child, misses_child in _CACHE_LOOKUPS:
+            hits, misses = lookups.take()
+            if hits:
+                hits_child.inc(hits)
+            if misses:
+                misses_child.inc(misses)
         for kind in BATCH_KINDS:
             batches, sizes = BATCH_SIZES.take(kind)
             if sizes:
