@@ -38,7 +38,7 @@ import contextlib
 import logging
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 from multiprocessing.sharedctypes import RawArray
 from typing import Any
@@ -197,7 +197,7 @@ class ItemCache:
         self.max_pages = max_pages
         self.max_page_bytes = max_page_bytes
         # Keyed by the validated query, so spellings of one query share a page (`page_key`).
-        self.pages: dict[ListQuery, Page] = {}
+        self.pages: dict[PageKey, Page] = {}
         self.page_bytes = 0
         # The table generation every held page was read under (older ones are never served).
         self._pages_generation = 0
@@ -249,7 +249,7 @@ class ItemCache:
         self.entries.pop(item_id, None)
 
     def get_page(self, query: ListQuery) -> Page | None:
-        page = self.pages.get(query)
+        page = self.pages.get(page_key(query))
         if (
             page is not None
             and self.listening
@@ -283,14 +283,15 @@ class ItemCache:
             pages.clear()
             self.page_bytes = 0
             self._pages_generation = seen.generation
-        held = pages.pop(query, None)
+        key = page_key(query)
+        held = pages.pop(key, None)
         if held is not None:
             self.page_bytes -= len(held.body)
         while pages and (
             len(pages) >= self.max_pages or self.page_bytes + len(body) > self.max_page_bytes
         ):
             self.page_bytes -= len(pages.pop(next(iter(pages))).body)
-        pages[page_key(query)] = Page(
+        pages[_bounded(key)] = Page(
             seen.generation, seen.epoch, time.monotonic() + self.ttl, body, next_cursor
         )
         self.page_bytes += len(body)
@@ -303,27 +304,40 @@ class ItemCache:
         self.page_bytes = 0
 
 
+# A page's key: the validated query's values, a plain tuple (hashed and compared in C).
+PageKey = tuple[Any, ...]
 _CENT = Decimal("0.01")
 
 
-def page_key(query: ListQuery) -> ListQuery:
-    """`query` as a page's key, equal (and hashing equal) to it, in bounded memory.
+def page_key(query: ListQuery) -> PageKey:
+    """The key of `query`'s page: every spelling of one query gives an equal key.
 
-    A price as sent may carry any number of digits (`1.5000…0`, `150e-2`, up to the request
-    line's length): the key holds its 2-place form, the same value. The rest is bounded by
-    parsing: `limit`, `sort` and the cursor's id, timestamp or price are small, `q` is at
-    most MAX_QUERY_LENGTH characters, and unknown parameters are not part of a `ListQuery`.
+    `limit`, `sort`, `q` and the prices as parsed (`020` is 20, `1.50` equals `1.5`), the
+    cursor as decoded (its sort is `sort`); unknown parameters are not part of a `ListQuery`.
     """
     cursor = query.cursor
-    if cursor is not None and isinstance(cursor.key, Decimal):
-        cursor = replace(cursor, key=cursor.key.quantize(_CENT))
-    low, high = query.min_price, query.max_price
-    return replace(
-        query,
-        cursor=cursor,
-        min_price=None if low is None else low.quantize(_CENT),
-        max_price=None if high is None else high.quantize(_CENT),
+    if cursor is None:
+        return (query.limit, query.sort, query.q, query.min_price, query.max_price)
+    return (
+        query.limit,
+        query.sort,
+        query.q,
+        query.min_price,
+        query.max_price,
+        cursor.key,
+        cursor.id,
     )
+
+
+def _bounded(key: PageKey) -> PageKey:
+    """`key` as stored, equal (and hashing equal) to it, in bounded memory.
+
+    A price as sent may carry any number of digits (`1.5000…0`, `150e-2`, up to the request
+    line's length): the stored key holds its 2-place form, the same value. The rest is
+    bounded by parsing: `limit`, `sort` and the cursor's id, timestamp or price are small,
+    and `q` is at most MAX_QUERY_LENGTH characters.
+    """
+    return tuple(value.quantize(_CENT) if isinstance(value, Decimal) else value for value in key)
 
 
 async def listen_for_writes(cache: ItemCache, settings: Settings) -> None:

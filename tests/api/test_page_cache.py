@@ -14,7 +14,7 @@ from sanic_testing.reusable import ReusableClient
 from sanic_testing.testing import TestingResponse as Response
 
 from app.factory import create_app
-from app.items.cache import LISTENER_NAME, ItemCache
+from app.items.cache import LISTENER_NAME, ItemCache, page_key
 from app.items.pagination import parse_list_query
 from app.ops.metrics import STATS
 from tests.api.items.helpers import valid_item
@@ -43,7 +43,7 @@ def _page_lookups() -> tuple[float, float]:
 
 def _held(client: ReusableClient, url: str) -> bool:
     args = parse_qs(urlsplit(url).query, keep_blank_values=True)
-    return parse_list_query(args) in _cache(client).pages
+    return page_key(parse_list_query(args)) in _cache(client).pages
 
 
 def _cache_page(client: ReusableClient, url: str) -> Response:
