@@ -58,9 +58,9 @@ class Settings(BaseSettings):
     DB_POOL_MAX: PositiveInt = 10
     DB_CONNECT_TIMEOUT: float = Field(default=2.0, gt=0)
     DB_COMMAND_TIMEOUT: float = Field(default=5.0, gt=0)
-    # Reads of one item by id that find no pool connection free wait together and share one
-    # statement, up to this many (app/db/batch.py); 0 or 1: each runs its own statement.
-    DB_READ_BATCH: int = Field(default=64, ge=0, le=1000)
+    # Reads by id, list pages and creates that find no pool connection free wait together and
+    # share one statement per kind, up to this many (app/db/batch.py); 0 or 1: each runs alone.
+    DB_BATCH: int = Field(default=64, ge=0, le=1000)
     DATA_DIR: Path = Path(".data")
     # --- Scale-out: PgBouncer in transaction pooling mode (docs/scaling.md) ---
     # DATABASE_URL points at PgBouncer (pool_mode=transaction): asyncpg keeps no server-side

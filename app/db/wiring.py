@@ -146,12 +146,12 @@ def register(app: Sanic[Any, Any]) -> None:
                 app.ctx.pool, settings.DB_ACQUIRE_TIMEOUT, tracer, settings.DB_COMMAND_TIMEOUT
             )
             if tracer is not None
-            # Traced reads are not batched: each request's statement is its own span.
+            # Traced statements are not batched: each request's statement is its own span.
             else Database(
                 app.ctx.pool,
                 settings.DB_ACQUIRE_TIMEOUT,
                 settings.DB_COMMAND_TIMEOUT,
-                batch_limit=settings.DB_READ_BATCH,
+                batch_limit=settings.DB_BATCH,
             )
         )
         # The ORM's queries (cold paths: app/auth/users.py) wait for the same turns as the SQL.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlencode
 
 import asyncpg
@@ -23,11 +25,11 @@ bp = Blueprint("items", url_prefix="/items")
 _DUMPS_OPTIONS = orjson.OPT_UTC_Z
 
 
-def _item_body(row: asyncpg.Record) -> bytes:
+def _item_body(row: Mapping[str, Any]) -> bytes:
     return orjson.dumps(dict(row), option=_DUMPS_OPTIONS)
 
 
-def _item_response(row: asyncpg.Record, status: int = 200, **headers: str) -> HTTPResponse:
+def _item_response(row: Mapping[str, Any], status: int = 200, **headers: str) -> HTTPResponse:
     headers["ETag"] = etag(row["version"])
     return Response(_item_body(row), status=status, headers=headers, content_type=JSON)
 
@@ -58,7 +60,7 @@ async def list_items(request: Request) -> HTTPResponse:
         rows, has_more = await store.list_items(request.app.ctx.db, query)
         next_cursor = encode_cursor(query.sort, rows[-1]) if has_more else None
         body = orjson.dumps(
-            {"items": [dict(row) for row in rows], "next_cursor": next_cursor},
+            {"items": rows, "next_cursor": next_cursor},
             option=_DUMPS_OPTIONS,
         )
         if seen is not None:
