@@ -33,43 +33,19 @@ dict, `CACHE_MAX_PAGES` and `CACHE_MAX_PAGE_BYTES` its page dict (oldest entry o
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import os
 import time
 from dataclasses import dataclass
 from decimal import Decimal
-from multiprocessing.sharedctypes import RawArray
 from typing import Any
 
-import asyncpg
 from sanic import Sanic
 
 from app.background import run_in_background
-from app.db.wiring import connect_direct
+from app.items.generations import Generations
+from app.items.listener import listen_for_writes
 from app.items.pagination import ListQuery
 from app.settings import Settings
 from app.shared_memory import share
-
-log = logging.getLogger("app.cache")
-
-CHANNEL = "items_changed"
-# Ids share generation counters modulo this: a collision only costs an extra miss.
-GENERATION_SLOTS = 1 << 16
-_MASK = GENERATION_SLOTS - 1
-# The table's own cell, after the ids' cells: every write to any item moves it.
-_TABLE = GENERATION_SLOTS
-# A LISTEN connection that dies silently (no FIN: a network loss) is noticed by a ping: the
-# cache stops serving at most INTERVAL + TIMEOUT after the last sign of life.
-LISTEN_PING_INTERVAL = 1.0
-LISTEN_PING_TIMEOUT = 1.0
-LISTEN_RETRY_DELAY = 0.5
-# The LISTEN sessions' application_name: operators (and the fault tests) find them by it.
-LISTENER_NAME = "items-cache-listener"
-# A stamp is a process id (below 2**22, Linux's PID_MAX_LIMIT) under a microsecond count.
-_PID_BITS = 22
-_MICROS_MASK = (1 << (63 - _PID_BITS)) - 1  # wraps after 2**41 us, 25 days
 
 
 class Lookups:
@@ -117,63 +93,6 @@ class Snapshot:
 
     generation: int
     epoch: int
-
-
-class Generations:
-    """Per-id change stamps in shared memory, written and read without a lock.
-
-    A bump stores a stamp that no cell has ever held (`_Stamps`), instead of adding one: a
-    single aligned 8-byte store, whole or not at all whatever instruction its process is
-    killed at, and no lock that a killed process could leave held for the others. Two bumps
-    racing both store fresh values and either one left in place has moved the cell, so the
-    only promise the cache needs holds: a cell never goes back to a value it had while an
-    entry or a read remembered it. An increment could (a process paused between its load and
-    its store writes an old count back), and that is the write a reader would then miss.
-    `tests/unit/test_cache.py` kills bumping processes and checks both; the table's cell is
-    written the same way (`tests/unit/test_page_cache.py`).
-    """
-
-    def __init__(self, array: Any) -> None:
-        self._cells = memoryview(array).cast("B").cast("q")
-
-    @staticmethod
-    def allocate() -> Any:
-        return RawArray("q", GENERATION_SLOTS + 1)
-
-    def current(self, item_id: int) -> int:
-        return int(self._cells[item_id & _MASK])
-
-    def table(self) -> int:
-        return int(self._cells[_TABLE])
-
-    def bump(self, item_id: int) -> None:
-        self._cells[item_id & _MASK] = _STAMPS.next()
-
-    def bump_table(self) -> None:
-        self._cells[_TABLE] = _STAMPS.next()
-
-
-class _Stamps:
-    """This process's stamps: its pid under a microsecond count that only grows in it.
-
-    Unique across processes by the pid; across time by the count, which starts at the
-    monotonic clock (shared by all processes), so a later process given a dead one's pid
-    starts past every stamp the dead one made. The count wraps after 25 days, far beyond any
-    entry's life (`CACHE_TTL`) or a read's.
-    """
-
-    __slots__ = ("_last",)
-
-    def __init__(self) -> None:
-        self._last = 0
-
-    def next(self) -> int:
-        now = time.monotonic_ns() // 1000
-        self._last = now if now > self._last else self._last + 1
-        return ((self._last & _MICROS_MASK) << _PID_BITS) | os.getpid()
-
-
-_STAMPS = _Stamps()
 
 
 class ItemCache:
@@ -338,84 +257,6 @@ def _bounded(key: PageKey) -> PageKey:
     and `q` is at most MAX_QUERY_LENGTH characters.
     """
     return tuple(value.quantize(_CENT) if isinstance(value, Decimal) else value for value in key)
-
-
-async def listen_for_writes(cache: ItemCache, settings: Settings) -> None:
-    """Keep a LISTEN connection open for as long as the worker runs, reconnecting as needed.
-
-    The cache serves hits only between a LISTEN registered and the first sign that the
-    connection may have missed a notification.
-    """
-
-    def notified(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        if payload == "*":
-            # The table was truncated: every entry may be stale.
-            cache.generations.bump_table()
-            cache.restart(listening=cache.listening)
-            return
-        try:
-            item_id = int(payload)
-        except ValueError:
-            log.warning("ignoring %s notification %r", CHANNEL, payload)
-            return
-        cache.invalidate(item_id)
-
-    def stop_serving(reason: object) -> None:
-        if cache.listening:
-            log.warning("cache invalidation stream lost (%s); cache off until back", reason)
-        cache.restart(listening=False)
-
-    while True:
-        conn: asyncpg.Connection | None = None
-        closed = asyncio.Event()
-
-        def on_close(_conn: Any, closed: asyncio.Event = closed) -> None:
-            # Called as soon as asyncpg sees the connection end (a server restart, a
-            # terminated backend, a reset), not at the next ping: notifications may be lost
-            # from here on. Set first when this loop closes the connection itself.
-            if not closed.is_set():
-                closed.set()
-                stop_serving("connection closed")
-
-        try:
-            # LISTEN needs a session of its own on PostgreSQL, never PgBouncer's transaction
-            # pooling (DATABASE_DIRECT_URL; app/settings.py refuses the combination).
-            conn = await connect_direct(settings)
-            conn.add_termination_listener(on_close)
-            await conn.execute(f"SET application_name = '{LISTENER_NAME}'")
-            await conn.add_listener(CHANNEL, notified)
-            if not closed.is_set():
-                # Writes made while not listening were missed: start empty, and store no
-                # read that began before this point (a new epoch).
-                cache.restart(listening=True)
-            while not await _set_within(closed, LISTEN_PING_INTERVAL):
-                await asyncio.wait_for(conn.fetchval("SELECT 1"), LISTEN_PING_TIMEOUT)
-        except asyncio.CancelledError:
-            # Shutting down, while in-flight requests may still read: no more hits.
-            closed.set()
-            cache.restart(listening=False)
-            if conn is not None:
-                # Shutting down: say goodbye to PostgreSQL, briefly.
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(conn.close(), 1)
-            raise
-        except Exception as exc:  # noqa: BLE001 (any failure: stop serving hits, reconnect)
-            stop_serving(repr(exc))
-        finally:
-            closed.set()
-            if conn is not None and not conn.is_closed():
-                # At once, without the goodbye a hung server would never answer.
-                conn.terminate()
-        await asyncio.sleep(LISTEN_RETRY_DELAY)
-
-
-async def _set_within(event: asyncio.Event, seconds: float) -> bool:
-    """Whether `event` is set within `seconds`."""
-    try:
-        await asyncio.wait_for(event.wait(), seconds)
-    except TimeoutError:
-        return False
-    return True
 
 
 def register(app: Sanic[Any, Any], settings: Settings) -> None:

@@ -14,7 +14,8 @@ from sanic_testing.reusable import ReusableClient
 from sanic_testing.testing import TestingResponse as Response
 
 from app.factory import create_app
-from app.items.cache import LISTENER_NAME, ItemCache, page_key
+from app.items.cache import ItemCache, page_key
+from app.items.listener import LISTENER_NAME
 from app.items.pagination import parse_list_query
 from app.ops.metrics import STATS
 from tests.api.items.helpers import valid_item

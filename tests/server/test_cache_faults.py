@@ -20,7 +20,7 @@ import httpx
 import orjson
 import pytest
 
-from app.items.cache import LISTENER_NAME
+from app.items.listener import LISTENER_NAME
 from tests.pg_cluster import ThrowawayCluster
 from tests.server.test_cache import Pinned, _one_connection_per_worker
 from tests.server.test_workers import server_workers

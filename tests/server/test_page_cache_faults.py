@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from app.items.cache import LISTENER_NAME
+from app.items.listener import LISTENER_NAME
 from tests.pg_cluster import ThrowawayCluster
 from tests.server import test_cache_faults as faults
 from tests.server.test_cache import Pinned, _one_connection_per_worker

@@ -9,7 +9,8 @@ import threading
 import time
 from typing import Any
 
-from app.items.cache import Generations, ItemCache
+from app.items.cache import ItemCache
+from app.items.generations import Generations
 
 # Children share the parent's generation table the way Sanic's workers share the main
 # process's: made before they start. Fork is quick, and the children only run `_bump_*`.

@@ -10,7 +10,8 @@ import threading
 import time
 from typing import Any
 
-from app.items.cache import Generations, ItemCache, page_key
+from app.items.cache import ItemCache, page_key
+from app.items.generations import Generations
 from app.items.pagination import ListQuery, encode_cursor, parse_list_query
 
 _FORK = multiprocessing.get_context("fork")
