@@ -131,8 +131,17 @@ class TokenKeys(Protocol):
     revoked: RevokedTokens
 
 
-def authorize(request: Request, scopes: Iterable[str]) -> Mapping[str, Any]:
-    """The claims of the request's bearer token if it holds any of `scopes`; else raise."""
+def verified_claims(request: Request) -> Mapping[str, Any]:
+    """The claims of the request's bearer token, verified and not revoked; else raise.
+
+    Checked once per request: the claims are kept on `request.ctx` (with the subject, for rate
+    limits and idempotency keys, app/auth/identity.py), so the rate-limit middleware and the
+    handler's guard share one check. The headers cannot change within a request, so kept
+    claims answer for the same `Authorization` header.
+    """
+    claims: Mapping[str, Any] | None = getattr(request.ctx, "token_claims", None)
+    if claims is not None:
+        return claims
     header = request.headers.get("authorization")
     if header is None:
         raise NotAuthenticated("Send `Authorization: Bearer <access token>`.", error=None)
@@ -142,18 +151,42 @@ def authorize(request: Request, scopes: Iterable[str]) -> Mapping[str, Any]:
         raise NotAuthenticated(
             "The Authorization header must be `Bearer <access token>`.", error="invalid_request"
         )
-    claims: Mapping[str, Any] | None = getattr(request.ctx, "token_claims", None)
-    if claims is None:
-        auth: TokenKeys = request.app.ctx.auth
-        claims = auth.verified.get(token) or auth.verified.put(
-            token, decode_token(token, auth.secret, auth.algorithm)
-        )
-        check_not_revoked(auth.revoked, claims)
-        request.ctx.token_claims = claims
-        # Who is calling, for rate limits and idempotency keys (app/auth/identity.py).
-        request.ctx.subject = str(claims["user_id"])
-    if not any(validate_single_scope(scope, claims["scopes"]) for scope in scopes):
-        raise ScopeMissing(scopes)
+    auth: TokenKeys = request.app.ctx.auth
+    claims = auth.verified.get(token) or auth.verified.put(
+        token, decode_token(token, auth.secret, auth.algorithm)
+    )
+    check_not_revoked(auth.revoked, claims)
+    request.ctx.token_claims = claims
+    request.ctx.subject = str(claims["user_id"])
+    return claims
+
+
+# (token's scopes, scopes a handler accepts) -> whether one is granted. sanic-jwt's matcher
+# splits and normalises both sides on every call, which costs more than the rest of a known
+# token's check; its verdict depends on nothing else, so each pair is matched once. Scope
+# lists come only from verified tokens, which this server signs: few distinct ones.
+_GRANTS: dict[tuple[tuple[str, ...], tuple[str, ...]], bool] = {}
+_MAX_GRANTS = 1024
+
+
+def holds_scope(granted: Iterable[str], scopes: tuple[str, ...]) -> bool:
+    """Whether a token granted `granted` holds any of `scopes` (sanic-jwt's scope rules)."""
+    key = (tuple(granted), scopes)
+    verdict = _GRANTS.get(key)
+    if verdict is None:
+        verdict = any(validate_single_scope(scope, list(key[0])) for scope in scopes)
+        if len(_GRANTS) >= _MAX_GRANTS:
+            _GRANTS.clear()
+        _GRANTS[key] = verdict
+    return verdict
+
+
+def authorize(request: Request, scopes: Iterable[str]) -> Mapping[str, Any]:
+    """The claims of the request's bearer token if it holds any of `scopes`; else raise."""
+    claims = verified_claims(request)
+    wanted = tuple(scopes)
+    if not holds_scope(claims["scopes"], wanted):
+        raise ScopeMissing(wanted)
     return claims
 
 
@@ -180,9 +213,7 @@ def verified_subject(request: Request) -> str | None:
     if request.headers.get("authorization") is None:
         return None
     try:
-        authorize(request, ())
-    except ScopeMissing:
-        pass
+        verified_claims(request)
     except (NotAuthenticated, TokenStateUnknown):
         return None
     subject: str | None = getattr(request.ctx, "subject", None)

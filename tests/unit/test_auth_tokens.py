@@ -8,8 +8,10 @@ from typing import Any
 
 import jwt
 import pytest
+from sanic_jwt.validators import validate_single_scope
 
-from app.auth.tokens import NotAuthenticated, decode_token
+from app.auth import tokens
+from app.auth.tokens import NotAuthenticated, decode_token, holds_scope
 from app.settings import DEV_JWT_SECRET, SettingsError, load_settings
 
 SECRET = "unit-test-secret-" + "0123456789abcdef" * 4  # 64+ bytes: HS512 too
@@ -69,6 +71,37 @@ def test_refresh_may_read_an_expired_token_but_never_a_forged_one() -> None:
     forged = jwt.encode(_claims(), "forged-key-forged-key-forged-key-!!", "HS256")
     with pytest.raises(NotAuthenticated):
         decode_token(forged, SECRET, "HS256", verify_exp=False)
+
+
+_GRANTED = [
+    [],
+    ["items:read"],
+    ["items:write"],
+    ["items:read", "items:write"],
+    ["items"],
+    ["items:read:write"],
+    [":read"],
+    ["other:write"],
+]
+_WANTED = [(), ("items:write",), ("items:read", "items:write"), ("items",), (":write",)]
+
+
+@pytest.mark.parametrize("granted", _GRANTED, ids=repr)
+@pytest.mark.parametrize("wanted", _WANTED, ids=repr)
+def test_holds_scope_agrees_with_sanic_jwt_first_time_and_remembered(
+    granted: list[str], wanted: tuple[str, ...]
+) -> None:
+    upstream = any(validate_single_scope(scope, granted) for scope in wanted)
+    tokens._GRANTS.clear()
+    assert holds_scope(granted, wanted) is upstream
+    assert holds_scope(granted, wanted) is upstream  # the remembered verdict
+
+
+def test_remembered_scope_verdicts_are_bounded() -> None:
+    tokens._GRANTS.clear()
+    for n in range(tokens._MAX_GRANTS + 10):
+        holds_scope([f"scope{n}:write"], ("items:write",))
+    assert len(tokens._GRANTS) <= tokens._MAX_GRANTS
 
 
 def test_production_requires_jwt_secret() -> None:
