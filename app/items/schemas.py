@@ -64,12 +64,16 @@ def _json_integer(value: Any) -> Any:
     return value
 
 
+_CENT = Decimal("0.01")
+
+
 def _two_places(value: Decimal) -> Decimal:
     if not value.is_finite():
         raise ValueError("must be a finite number")
-    if value != value.quantize(Decimal("0.01")):
+    cents = value.quantize(_CENT)
+    if value != cents:
         raise ValueError("must have at most 2 decimal places")
-    return value.quantize(Decimal("0.01"))
+    return cents
 
 
 # The JSON Schema of each rule, for the OpenAPI document: it must accept exactly what the
