@@ -39,6 +39,9 @@ class Summary:
     # tree and PostgreSQL's (harness/cpu.py).
     server_cpu_us: dict[str, float] = field(default_factory=dict)
     postgres_cpu_us: dict[str, float] = field(default_factory=dict)
+    # Per server and kind of batched statement (harness/batches.py), medians over rounds:
+    # requests per statement, and the share of the scenario's requests served that way.
+    batched: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
@@ -129,9 +132,42 @@ def summarise(measurements: list[Measurement], opts: Options) -> list[Summary]:
                 },
                 server_cpu_us=_median_of(by_server, "server_cpu_us"),
                 postgres_cpu_us=_median_of(by_server, "postgres_cpu_us"),
+                batched={n: _batched(ms) for n, ms in by_server.items() if _batched(ms)},
             )
         )
     return summaries
+
+
+def _batched(ms: list[Measurement]) -> dict[str, tuple[float, float]]:
+    """Per kind: the median requests per batched statement, and share of requests batched."""
+    sizes: dict[str, list[float]] = {}
+    shares: dict[str, list[float]] = {}
+    for m in ms:
+        for kind, (served, statements) in (m.batches or {}).items():
+            sizes.setdefault(kind, []).append(served / statements)
+            shares.setdefault(kind, []).append(served / m.requests if m.requests else 0.0)
+    return {
+        kind: (statistics.median(sizes[kind]), statistics.median(shares[kind])) for kind in sizes
+    }
+
+
+def _batch_lines(summaries: list[Summary]) -> list[str]:
+    rows = [
+        f"- {summary.scenario}, `{server}`: "
+        + "; ".join(
+            f"{kind} {size:.1f} requests per statement ({share:.0%} of requests)"
+            for kind, (size, share) in sorted(kinds.items())
+        )
+        for summary in summaries
+        for server, kinds in summary.batched.items()
+    ]
+    if not rows:
+        return []
+    return [
+        "",
+        "Batched statements (app/db/batch.py; medians over rounds, from `items_db_batch_size`):",
+        *rows,
+    ]
 
 
 def _median_of(by_server: dict[str, list[Measurement]], attribute: str) -> dict[str, float]:
@@ -257,6 +293,7 @@ def markdown(
             f"(ours for a variant, `X` for `X{AT}<N>`); ratio, p99 ratio: against the baseline "
             "on the same database.",
         ]
+    lines += _batch_lines(summaries)
     lines += ["", "Scenarios:"]
     lines += [f"- `{name}`: {SCENARIOS[name].description}" for name in opts.scenarios]
     lines += ["", "Settings of each server beyond the shared ones:"]
@@ -315,6 +352,7 @@ def write_report(
                 "over_250ms": s.over_250ms,
                 "server_cpu_us": s.server_cpu_us,
                 "postgres_cpu_us": s.postgres_cpu_us,
+                "batched": s.batched,
                 "failed": s.failed,
             }
             for s in summaries

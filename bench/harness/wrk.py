@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness import LUA_DIR, BenchError
+from harness import LUA_DIR, BenchError, batches
 from harness.accesslog import log_offset, slowest_since
 from harness.cpu import per_request_us, sample
 from harness.options import SCENARIOS, Options
@@ -91,6 +91,8 @@ class Measurement:
     # PostgreSQL's processes.
     server_cpu_us: float | None = None
     postgres_cpu_us: float | None = None
+    # Requests served by batched statements and statements run, per kind (harness/batches.py).
+    batches: dict[str, tuple[float, float]] | None = None
 
 
 def wrk_command(wrk: str, server: Server, script: Path, opts: Options, duration: int) -> list[str]:
@@ -158,12 +160,19 @@ def measure(
         run_wrk(wrk, server, script, opts, opts.warmup, raw_log)
     offset = log_offset(server.log_path)
     session = server.process.pid if server.process is not None else None
+    batched_before = batches.scrape(server)
     cpu_before = sample(session)
     raw = run_wrk(wrk, server, script, opts, opts.duration, raw_log)
     cpu_after = sample(session)
+    batched_after = batches.scrape(server) if batched_before is not None else None
     measurement = to_measurement(raw, server, scenario, round_no)
     server_us, postgres_us = per_request_us(cpu_before, cpu_after, measurement.requests)
-    measurement = replace(measurement, server_cpu_us=server_us, postgres_cpu_us=postgres_us)
+    measurement = replace(
+        measurement,
+        server_cpu_us=server_us,
+        postgres_cpu_us=postgres_us,
+        batches=batches.between(batched_before, batched_after),
+    )
     slowest = slowest_since(server.log_path, offset)
     if slowest is None:
         return measurement
