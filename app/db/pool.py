@@ -273,6 +273,13 @@ class Database:
             raise TimeoutError("the wait for a database connection used the statement's time")
         return left
 
+    def transaction_timeout(self, waited_until: float | None) -> float | None:
+        """The budget of a transaction on a connection from `take_connection`: all its
+        statements together get what one statement would have (None: no overall deadline,
+        each statement the pool connection's own command_timeout)."""
+        left = self.statement_timeout(waited_until)
+        return self.command_timeout if left is None else left
+
     async def release(self, conn: asyncpg.Connection) -> None:
         try:
             connection = conn._con  # noqa: SLF001 (the pool proxy's; None once given back)

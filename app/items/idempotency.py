@@ -169,7 +169,19 @@ async def create_once(
         if stored["fingerprint"] != fingerprint_:
             raise KeyReused()
         return _stored(stored), True
-    conn = await db.acquire()
+    conn, waited_until = await db.take_connection()
+    try:
+        # One deadline for the transaction, as for one statement: what is left of
+        # DB_COMMAND_TIMEOUT after the wait for the connection (None: the pool's per statement).
+        async with asyncio.timeout(db.transaction_timeout(waited_until)):
+            return await _create_in_transaction(conn, scope, key, fingerprint_, ttl, create)
+    finally:
+        await db.release(conn)
+
+
+async def _create_in_transaction(
+    conn: asyncpg.Connection, scope: str, key: str, fingerprint_: str, ttl: int, create: Create
+) -> tuple[StoredResponse, bool]:
     try:
         async with conn.transaction():
             row = await conn.fetchrow(SQL_LOCK, scope, key)
@@ -197,8 +209,6 @@ async def create_once(
         if held is not None and held != fingerprint_:
             raise KeyReused() from None
         raise KeyInFlight() from None
-    finally:
-        await db.release(conn)
 
 
 def _stored(row: asyncpg.Record) -> StoredResponse:
