@@ -1,13 +1,14 @@
-"""Natural batching of reads: when no pool connection is free, wait together.
+"""Natural batching: requests that find no pool connection free wait together.
 
-A read that finds a connection free runs its own statement at once (`Database`): light load
-sees no added latency. When none is free it would wait in the fair queue anyway; instead it
-joins the batch of its statement that is waiting there. The batch holds one place in the
-queue, taken when its first member arrived (so it keeps the turn of its oldest member), and
-when that turn comes one statement answers every member that joined meanwhile, up to `limit`;
-each member gets its own answer (its row or its own miss, its own page). Later arrivals start
-the next batch. Under load the pool turn, the asyncpg call and the round trip are paid once
-per batch instead of once per request.
+A read or an insert that finds a connection free runs its own statement at once
+(`Database`): light load sees no added latency. When none is free it would wait in the fair
+queue anyway; instead it joins the batch of its statement that is waiting there. The batch
+holds one place in the queue, taken when its first member arrived (so it keeps the turn of
+its oldest member), and when that turn comes one statement answers every member that joined
+meanwhile, up to `limit`; each member gets its own answer (its row or its own miss, its own
+page, its own new row or its own conflict). Later arrivals start the next batch. Under load
+the pool turn, the asyncpg call and the round trip are paid once per batch instead of once
+per request.
 
 Three kinds of statement batch:
 - `KeyedReads`, rows by key: `WHERE key = ANY($1)`, rows handed back by key;

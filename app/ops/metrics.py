@@ -93,7 +93,7 @@ _CACHE_LOOKUPS = tuple(
 )
 DB_BATCH_SIZE = Histogram(
     "items_db_batch_size",
-    "Reads served by one batched statement, per batch and kind of read (app/db/batch.py).",
+    "Requests served by one batched statement, per batch and kind (app/db/batch.py).",
     ["kind"],
     buckets=SIZE_BOUNDS,
 )
