@@ -21,6 +21,22 @@ def live_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
         yield base
 
 
+@pytest.fixture(scope="module")
+def cached_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A 2-worker server with the cache on, whose connections stay on the worker they reach
+    (one per test module that asks)."""
+    log_path = Path(tmp_path_factory.mktemp("cache")) / "server.log"
+    with running_server(
+        database_url,
+        log_path=log_path,
+        WORKERS="2",
+        RATE_LIMIT="off",
+        CONNECTION_BALANCE="false",
+        KEEP_ALIVE_TIMEOUT="60",
+    ) as base:
+        yield base
+
+
 @pytest.fixture(scope="package")
 def live_write_headers(live_server: str, database_url: str) -> dict[str, str]:
     """An items:write bearer token for the live server, the way an operator gets one:

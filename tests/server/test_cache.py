@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
 from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
-import pytest
 
 from app.ops.metrics import FLUSH_SECONDS
 from tests.server.test_workers import server_workers
@@ -26,21 +24,6 @@ READS_PER_ROUND = 4
 # The documented bound for a write on one machine to reach another machine's cache
 # (README, "Traffic control"); measured in milliseconds, bounded generously here.
 CROSS_MACHINE_BOUND_S = 1.0
-
-
-@pytest.fixture(scope="module")
-def cached_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A 2-worker server with the cache on, whose connections stay on the worker they reach."""
-    log_path = Path(tmp_path_factory.mktemp("cache")) / "server.log"
-    with running_server(
-        database_url,
-        log_path=log_path,
-        WORKERS="2",
-        RATE_LIMIT="off",
-        CONNECTION_BALANCE="false",
-        KEEP_ALIVE_TIMEOUT="60",
-    ) as base:
-        yield base
 
 
 def _cache_hits(base: str) -> float:

@@ -26,26 +26,11 @@ COMMIT_HELD_S = 1.0
 Write = tuple[str, str, dict[str, Any] | None, dict[str, str], int]
 
 
-@pytest.fixture(scope="module")
-def page_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A 2-worker server with the cache on, whose connections stay on the worker they reach."""
-    log_path = Path(tmp_path_factory.mktemp("page-cache")) / "server.log"
-    with running_server(
-        database_url,
-        log_path=log_path,
-        WORKERS="2",
-        RATE_LIMIT="off",
-        CONNECTION_BALANCE="false",
-        KEEP_ALIVE_TIMEOUT="60",
-    ) as base:
-        yield base
-
-
 @pytest.fixture
-def server(page_server: str, database_url: str) -> str:
+def server(cached_server: str, database_url: str) -> str:
     """The server, over an empty table (so every new row is on the page)."""
     run_sql(database_url, "TRUNCATE items RESTART IDENTITY")
-    return page_server
+    return cached_server
 
 
 def _writes(path: str, tag: str) -> list[Write]:
