@@ -101,6 +101,8 @@ def _serve(settings: Settings) -> int:
         ssl=tls.server_ssl(settings),
     )
     tls.prepare_redirect(settings)
+    if _StopRequest.signalled:
+        return 0  # a stop signal whose exit was swallowed: never start the workers
     Sanic.serve(primary=app, app_loader=loader)
     return 0
 
@@ -222,8 +224,18 @@ ARG_COMMANDS = {
 }
 
 
+class _StopRequest:
+    """Whether SIGTERM/SIGINT came before the server's own handlers took over."""
+
+    signalled = False
+
+
 def _stop_before_serving(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
     # Until the server's own handlers take over, SIGTERM/SIGINT end start-up cleanly (exit 0).
+    # The exit is raised wherever the main thread happens to be, and Python ignores it there
+    # when that is a weakref callback or a finaliser ("Exception ignored in ..."): start-up
+    # also looks at the flag before it hands over to the server.
+    _StopRequest.signalled = True
     log.info("%s before serving: stopping", signal.Signals(signum).name)
     raise SystemExit(0)
 

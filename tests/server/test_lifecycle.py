@@ -13,6 +13,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -20,7 +21,15 @@ import psutil
 import pytest
 
 from tests.server.writes import write_headers
-from tests.support import ROOT, fetch_sql, free_port, run_sql, server_env, server_process
+from tests.support import (
+    ROOT,
+    app_settings,
+    fetch_sql,
+    free_port,
+    run_sql,
+    server_env,
+    server_process,
+)
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +181,29 @@ def test_a_killed_worker_is_replaced_and_the_server_keeps_answering(
     assert statuses.keys() == {200}
     assert len(now) == 2 and victim not in now
     assert f"(pid {victim}) died (signal SIGKILL); starting a replacement" in log_text
+
+
+def test_a_stop_signal_whose_exit_was_swallowed_still_stops_start_up(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The start-up SIGTERM handler raises SystemExit wherever the main thread is; Python
+    ignores it inside a weakref callback or a finaliser (seen: "Exception ignored in:
+    WeakSet._remove ... SystemExit: 0", then workers started and served). Start-up must
+    still stop before it starts the workers."""
+    from sanic import Sanic
+
+    from app import __main__ as cli
+
+    def started(*_args: Any, **_kwargs: Any) -> None:
+        raise AssertionError("workers started after SIGTERM")
+
+    monkeypatch.setattr(Sanic, "serve", started)
+    monkeypatch.setattr(cli._StopRequest, "signalled", False)
+    try:
+        cli._stop_before_serving(signal.SIGTERM, None)
+    except SystemExit:
+        pass  # what a weakref callback does with it
+    assert cli._serve(app_settings(database_url, WORKERS=2)) == 0
 
 
 @pytest.mark.parametrize("trigger", ["database capacity", "Starting worker", "Worker ready"])
