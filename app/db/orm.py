@@ -16,8 +16,8 @@ process share, so only the client says whose pool and queue a query uses.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import asyncpg
@@ -84,48 +84,33 @@ class FairQueueClient(AsyncpgDBClient):
 
 
 class Turn:
-    """A connection for one ORM statement (or one transaction): a turn from the `Database`,
-    and one deadline, DB_COMMAND_TIMEOUT from the moment it was asked for, over the wait and
-    everything run on the connection until it is given back.
+    """A connection for one ORM statement (or one transaction): the `Database`'s `held()`, a
+    turn in its queue and one deadline over everything run on the connection until it is
+    given back (DB_COMMAND_TIMEOUT from asking, wait included).
 
-    The deadline is an `asyncio.timeout` held open between `__aenter__` and `__aexit__`, so it
-    also bounds the statements Tortoise runs inside; one that overruns is cancelled, which
-    ends its connection (`TerminatingConnection`) instead of waiting on the server.
+    The deadline is held open between `__aenter__` and `__aexit__`, so it also bounds the
+    statements Tortoise runs inside; one that overruns is cancelled, which ends its
+    connection (`TerminatingConnection`) instead of waiting on the server.
     """
 
-    __slots__ = ("client", "connection", "database", "deadline")
+    __slots__ = ("client", "held")
 
     def __init__(self, client: FairQueueClient) -> None:
         self.client = client
-        self.database: Database | None = None
-        self.connection: asyncpg.Connection | None = None
-        self.deadline: asyncio.Timeout | None = None
+        self.held: AbstractAsyncContextManager[asyncpg.Connection] | None = None
 
     async def __aenter__(self) -> asyncpg.Connection:
-        self.database = await self.client._opened()  # noqa: SLF001 (its own client's)
-        if self.client.command_timeout is not None:
-            self.deadline = asyncio.timeout(self.client.command_timeout)
-            await self.deadline.__aenter__()
-        try:
-            self.connection = await self.database.acquire()
-        except BaseException as exc:
-            await self._leave_deadline(type(exc), exc, exc.__traceback__)
-            raise
-        return self.connection
+        database = await self.client._opened()  # noqa: SLF001 (its own client's)
+        held = database.held()
+        connection = await held.__aenter__()
+        self.held = held
+        return connection
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        database, connection = self.database, self.connection
-        if database is None or connection is None:
-            return  # never entered
-        try:
-            await self._leave_deadline(exc_type, exc, tb)
-        finally:
-            await database.release(connection)
-
-    async def _leave_deadline(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        # Turns the cancellation of an overrun into TimeoutError (raised from here).
-        if self.deadline is not None:
-            await self.deadline.__aexit__(exc_type, exc, tb)
+        held, self.held = self.held, None
+        if held is not None:
+            # Turns the cancellation of an overrun into TimeoutError (raised from here).
+            await held.__aexit__(exc_type, exc, tb)
 
 
 class FairTransaction(TransactionContext):

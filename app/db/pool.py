@@ -22,9 +22,10 @@ are never recycled by asyncpg inside a call (app/db/wiring.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -273,12 +274,20 @@ class Database:
             raise TimeoutError("the wait for a database connection used the statement's time")
         return left
 
-    def transaction_timeout(self, waited_until: float | None) -> float | None:
-        """The budget of a transaction on a connection from `take_connection`: all its
-        statements together get what one statement would have (None: no overall deadline,
-        each statement the pool connection's own command_timeout)."""
+    @contextlib.asynccontextmanager
+    async def held(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection for several statements (a transaction, the ORM's turn), under one
+        deadline: all of them together get what one statement would have, the rest of
+        `command_timeout` after the wait (None: each statement the pool connection's own).
+        One that overruns is cancelled, which ends its connection (`TerminatingConnection`),
+        and the deadline raises TimeoutError here."""
+        conn, waited_until = await self.take_connection()
         left = self.statement_timeout(waited_until)
-        return self.command_timeout if left is None else left
+        try:
+            async with asyncio.timeout(self.command_timeout if left is None else left):
+                yield conn
+        finally:
+            await self.release(conn)
 
     async def release(self, conn: asyncpg.Connection) -> None:
         try:

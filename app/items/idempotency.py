@@ -169,14 +169,9 @@ async def create_once(
         if stored["fingerprint"] != fingerprint_:
             raise KeyReused()
         return _stored(stored), True
-    conn, waited_until = await db.take_connection()
-    try:
-        # One deadline for the transaction, as for one statement: what is left of
-        # DB_COMMAND_TIMEOUT after the wait for the connection (None: the pool's per statement).
-        async with asyncio.timeout(db.transaction_timeout(waited_until)):
-            return await _create_in_transaction(conn, scope, key, fingerprint_, ttl, create)
-    finally:
-        await db.release(conn)
+    # One deadline for the whole transaction, as for one statement.
+    async with db.held() as conn:
+        return await _create_in_transaction(conn, scope, key, fingerprint_, ttl, create)
 
 
 async def _create_in_transaction(
