@@ -4,7 +4,7 @@ import pytest
 from sanic import HTTPResponse
 from sanic.headers import format_http1_response
 
-from app.http.responses import Response
+from app.http.responses import Response, fixed_header
 
 HEADERS = {
     "ETag": '"v1"',
@@ -32,3 +32,14 @@ def test_the_response_head_is_byte_for_byte_sanics(status: int) -> None:
     head = format_http1_response(status, ours.processed_headers)
     assert head == format_http1_response(status, sanics.processed_headers)
     assert b"\r\nSet-Cookie" not in head and b"X-Evil: okSet-Cookie: x=1\r\n" in head
+
+
+def test_a_fixed_header_is_sent_as_sanic_would_send_it_and_only_for_its_own_value() -> None:
+    fixed_header("X-Fixed", "one; two")
+    for value in ("one; two", "other", "ONE; TWO"):
+        headers = {"X-Fixed": value, "x-fixed-too": value, "ETag": '"v3"'}
+        ours = Response(b"{}", headers=headers, content_type="application/json")
+        sanics = HTTPResponse(b"{}", headers=headers, content_type="application/json")
+        head = format_http1_response(200, ours.processed_headers)
+        assert head == format_http1_response(200, sanics.processed_headers)
+        assert f"X-Fixed: {value}\r\n".encode() in head
