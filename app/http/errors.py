@@ -33,7 +33,7 @@ from sanic_ext.exceptions import ValidationError as SanicExtValidationError
 
 from app.constants import PROBLEM_JSON, RETRY_AFTER_UNAVAILABLE
 from app.http.bodies import MalformedJson
-from app.http.middleware import request_id, security_headers
+from app.http.middleware import request_id, response_headers
 from app.http.responses import Response
 from app.log_throttle import Throttle
 
@@ -107,7 +107,7 @@ def problem(
         # (Sanic decodes the head with surrogateescape): escape them, never fail to answer.
         payload = orjson.dumps(_escaped(body))
     response = Response(payload, status=status, headers=headers, content_type=PROBLEM_JSON)
-    security_headers(request, response)
+    response_headers(request, response)
     return response
 
 

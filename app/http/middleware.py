@@ -1,4 +1,5 @@
-"""Per-request plumbing every response shares: request id and security headers."""
+"""Per-request plumbing every response shares: request id, security headers, and headers
+request middleware keeps for the response."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any
 
 from sanic import Request, Sanic
 from sanic.response import BaseHTTPResponse
+
+from app.http.responses import fixed_header
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # Taken from the client only when it is short and plain, so it is safe in logs and headers.
@@ -29,6 +32,8 @@ DOCS_CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
     "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
 )
+for _name, _value in (*SECURITY_HEADERS.items(), ("Content-Security-Policy", API_CSP)):
+    fixed_header(_name, _value)
 
 
 def request_id(request: Request) -> str:
@@ -45,7 +50,17 @@ def request_id(request: Request) -> str:
     return rid
 
 
-def security_headers(request: Request, response: BaseHTTPResponse) -> None:
+def keep_for_response(request: Request, headers: dict[str, str]) -> None:
+    """Headers for whatever response `request` gets, errors included (`RateLimit-*`).
+
+    For request middleware, which decides before any response exists: one response
+    middleware (`response_headers`) adds them with the others, instead of one per source.
+    """
+    request.ctx.response_headers = headers
+
+
+def response_headers(request: Request, response: BaseHTTPResponse) -> None:
+    """The headers every response carries: security headers, request id, and those kept."""
     headers = response.headers
     for name, value in SECURITY_HEADERS.items():
         headers.setdefault(name, value)
@@ -55,6 +70,9 @@ def security_headers(request: Request, response: BaseHTTPResponse) -> None:
     section = route.path.split("/", 1)[0] if route is not None else ""
     headers.setdefault("Content-Security-Policy", DOCS_CSP if section == "docs" else API_CSP)
     headers[REQUEST_ID_HEADER] = request_id(request)
+    kept: dict[str, str] | None = getattr(request.ctx, "response_headers", None)
+    if kept is not None:
+        headers.update(kept)
     # Tokens never sit in a cache; HSTS only over a direct TLS connection.
     if section == "auth":
         headers["Cache-Control"] = "no-store"
@@ -64,4 +82,4 @@ def security_headers(request: Request, response: BaseHTTPResponse) -> None:
 
 
 def register(app: Sanic[Any, Any]) -> None:
-    app.register_middleware(security_headers, "response")
+    app.register_middleware(response_headers, "response")

@@ -1,20 +1,22 @@
 """The rate-limit middleware: which limit applies, chosen by the matched route, and the
-`RateLimit-*` headers of every answer."""
+`RateLimit-*` headers of every answer (kept for `app.http.middleware.response_headers`)."""
 
 from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import orjson
 from sanic import Request, Sanic
 from sanic.exceptions import SanicException
-from sanic.response import BaseHTTPResponse
 
 from app.auth.identity import count_key
 from app.auth.users import USERNAME
 from app.http.client import address_key, client_ip
+from app.http.middleware import keep_for_response
+from app.http.responses import fixed_header
 from app.ops.balance import worker_index
 from app.ops.metrics import RATE_LIMITED
 from app.ratelimit.policy import Decision, Limiter, LocalLimiter, Policy, RateLimited, RedisLimiter
@@ -91,6 +93,10 @@ def register(app: Sanic[Any, Any], settings: Settings) -> None:
         else Policy.parse(settings.RATE_LIMIT_AUTH_USER)
     )
     trusted = settings.TRUSTED_PROXIES
+    for policy in (general, auth, auth_user):
+        if policy is not None:
+            fixed_header("RateLimit-Limit", policy.limit_text)
+            fixed_header("RateLimit-Policy", policy.policy_text)
 
     # A single-process server's table has only the one column it writes.
     table = share(
@@ -136,26 +142,31 @@ def register(app: Sanic[Any, Any], settings: Settings) -> None:
                     decision = per_user
         return decision
 
-    async def limit(request: Request) -> None:
-        special = route_limit(request)
-        if special is RouteLimit.EXEMPT:
-            return
-        limiter = request.app.ctx.limiter
-        if special is RouteLimit.LOGIN and request.method == "POST":
-            decision = await limit_login(request, limiter)
-        elif type(limiter) is LocalLimiter:  # the machine's table: no I/O, no coroutine
-            decision = limiter.hit_now(count_key(request), general, time.time())
-        else:
-            decision = await limiter.hit(count_key(request), general)
-        request.ctx.rate_limit = decision
+    def enforce(request: Request, decision: Decision) -> None:
+        keep_for_response(request, decision.headers())
         if not decision.allowed:
             RATE_LIMITED.inc()
             raise RateLimited(decision)
 
-    def add_headers(request: Request, response: BaseHTTPResponse) -> None:
-        decision: Decision | None = getattr(request.ctx, "rate_limit", None)
-        if decision is not None:
-            response.headers.update(decision.headers())
+    async def limit_with_io(request: Request, limiter: Limiter, special: RouteLimit | None) -> None:
+        if special is RouteLimit.LOGIN and request.method == "POST":
+            enforce(request, await limit_login(request, limiter))
+        else:
+            enforce(request, await limiter.hit(count_key(request), general))
+
+    def limit(request: Request) -> Coroutine[Any, Any, None] | None:
+        """Count the request; a coroutine only for a login or while Redis keeps the counts.
+
+        The common case, a general limit in the machine's table, does no I/O, so it runs as
+        a plain call: no coroutine to make and await on every request.
+        """
+        special = route_limit(request)
+        if special is RouteLimit.EXEMPT:
+            return None
+        limiter = request.app.ctx.limiter
+        if special is None and type(limiter) is LocalLimiter:
+            enforce(request, limiter.hit_now(count_key(request), general, time.time()))
+            return None
+        return limit_with_io(request, limiter, special)
 
     app.register_middleware(limit, "request")
-    app.register_middleware(add_headers, "response")

@@ -72,6 +72,27 @@ def test_the_request_over_the_limit_gets_429_with_retry_after(
     assert headers["ratelimit-remaining"] == "0"
     assert headers["ratelimit-reset"] == headers["retry-after"]
     assert headers["ratelimit-policy"] == f"{LIMIT};w=60"
+    assert len(headers.get_list("ratelimit-remaining")) == 1
+
+
+def test_every_answer_counted_carries_its_count_errors_included(
+    limited: ReusableClient, client_ip: str
+) -> None:
+    # The headers are decided before the handler runs and added to whatever answer follows:
+    # a success, an error of the handler, or one of the router.
+    answers = [
+        _get(limited, client_ip, "/items"),
+        _get(limited, client_ip, "/items/2147483000"),
+        _get(limited, client_ip, "/items?limit=nope"),
+        _get(limited, client_ip, "/items/1/nowhere"),
+    ]
+    assert [resp.status for resp in answers] == [200, 404, 400, 404]
+    assert [resp.headers["ratelimit-remaining"] for resp in answers] == ["4", "3", "2", "1"]
+    for resp in answers:
+        assert resp.headers["ratelimit-limit"] == str(LIMIT)
+        assert resp.headers["ratelimit-policy"] == f"{LIMIT};w=60"
+        assert resp.headers["x-content-type-options"] == "nosniff"
+        assert len(resp.headers.get_list("ratelimit-remaining")) == 1
 
 
 def test_probes_are_never_limited(limited: ReusableClient, client_ip: str) -> None:
