@@ -70,7 +70,11 @@ def _one_connection_per_worker(base: str) -> list[Pinned]:
     workers = server_workers(base)
     pinned: dict[int, Pinned] = {}
     opened: list[Pinned] = []
-    while len(pinned) < len(workers) and len(opened) < 64:
+    # Workers race to accept; one still busy (start-up, a scheduler that favours the other)
+    # can lose dozens of races in a row, so the attempts are spread over up to ~2.5 s.
+    while len(pinned) < len(workers) and len(opened) < 256:
+        if opened:
+            time.sleep(0.01)
         candidate = Pinned(base)
         opened.append(candidate)
         owner = next(
