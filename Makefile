@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install run serve token migrate test lint format lock bench bench-quick deploy-lint container-smoke fuzz cluster cluster-test test-pgbouncer
+.PHONY: help install run serve token migrate test lint format lock bench bench-quick bench-instructions deploy-lint container-smoke fuzz cluster cluster-test test-pgbouncer
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -56,6 +56,9 @@ bench: $(STAMP) ## Benchmark against the raw Sanic baseline (PostgreSQL at 127.0
 
 bench-quick: $(STAMP) ## One short benchmark round (about a minute)
 	$(BIN)/python bench/run.py --rounds 1 --duration 5 --warmup 2 $(BENCH_ARGS)
+
+bench-instructions: $(STAMP) ## Instructions per cached GET by id under callgrind, per layer (a few minutes)
+	$(BIN)/python bench/instructions.py --variant no-rate-limit:RATE_LIMIT=off --variant no-access-log:ACCESS_LOG=false --variant no-metrics:METRICS_ENABLED=false $(BENCH_ARGS)
 
 deploy-lint: ## Lint Dockerfile, compose file, Kubernetes manifests and deploy scripts
 	scripts/deploy-lint.sh

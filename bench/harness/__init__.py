@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent.parent
@@ -20,3 +23,26 @@ def log_tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+def ensure_command(command: str, package: str | None = None) -> str:
+    """`command`'s path, installed from Debian's `package` (default: its name) when missing."""
+    path = shutil.which(command)
+    if path:
+        return path
+    package = package or command
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise BenchError(
+            f"{command} is not installed; install it "
+            f"(Debian/Ubuntu: `sudo apt-get install -y {package}`)"
+        )
+    print(f"{command} not found: installing {package} with apt-get", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", package]):
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise BenchError(f"`{' '.join(cmd)}` failed:\n{result.stderr.strip()}")
+    path = shutil.which(command)
+    if not path:
+        raise BenchError(f"apt-get installed {package} but {command} is not on PATH")
+    return path

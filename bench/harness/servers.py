@@ -155,6 +155,11 @@ def make_servers(
 
 
 def start_server(server: Server) -> None:
+    spawn_server(server)
+    wait_until_ready(server)
+
+
+def spawn_server(server: Server) -> None:
     print(f"starting {server.name}: {shlex.join(server.cmd)} on {server.base_url}", flush=True)
     # Appended to: with --variant each server starts once per round.
     with server.log_path.open("ab") as log:
@@ -168,7 +173,12 @@ def start_server(server: Server) -> None:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    deadline = time.monotonic() + READY_TIMEOUT_S
+
+
+def wait_until_ready(server: Server, timeout: float = READY_TIMEOUT_S) -> None:
+    if server.process is None:
+        raise BenchError(f"{server.name}: wait_until_ready() before spawn_server()")
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise BenchError(
@@ -184,7 +194,7 @@ def start_server(server: Server) -> None:
                 return
         time.sleep(0.2)
     raise BenchError(
-        f"{server.name} not ready after {READY_TIMEOUT_S:.0f}s; see {server.log_path}\n"
+        f"{server.name} not ready after {timeout:.0f}s; see {server.log_path}\n"
         f"{log_tail(server.log_path)}"
     )
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness import LUA_DIR, BenchError, batches
+from harness import LUA_DIR, BenchError, batches, ensure_command
 from harness.accesslog import log_offset, slowest_since
 from harness.cpu import per_request_us, sample
 from harness.options import SCENARIOS, Options
@@ -19,24 +18,7 @@ from harness.servers import Server
 
 
 def ensure_wrk() -> str:
-    """Return wrk's path, installing it with apt-get when missing and running as root."""
-    path = shutil.which("wrk")
-    if path:
-        return path
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise BenchError(
-            "wrk is not installed; install it (Debian/Ubuntu: `sudo apt-get install -y wrk`)"
-        )
-    print("wrk not found: installing it with apt-get", flush=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "wrk"]):
-        result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise BenchError(f"`{' '.join(cmd)}` failed:\n{result.stderr.strip()}")
-    path = shutil.which("wrk")
-    if not path:
-        raise BenchError("apt-get installed wrk but it is not on PATH")
-    return path
+    return ensure_command("wrk")
 
 
 def wrk_version(wrk: str) -> str:
