@@ -120,8 +120,9 @@ class Settings(BaseSettings):
     # Empty: limits are shared by the workers of one machine; set: by every machine.
     REDIS_URL: str = ""
     CACHE_ENABLED: bool = True
-    # At most a day: the cache's generation stamps repeat after 25 days (app/items/cache.py).
-    CACHE_TTL: float = Field(default=30.0, gt=0, le=86_400)
+    # Invalidation does the real work; the TTL bounds what bypasses the trigger (a restore with
+    # triggers off). At most a day: generation stamps repeat after 25 days (app/items/cache.py).
+    CACHE_TTL: float = Field(default=300.0, gt=0, le=86_400)
     CACHE_MAX_ITEMS: PositiveInt = 10_000
     # List pages per worker, and the bytes of their bodies (a page is up to 100 items): both
     # bound the page dict's memory. CACHE_MAX_PAGES=0: pages are not cached.

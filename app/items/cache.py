@@ -27,12 +27,15 @@ PostgreSQL restart, `pg_terminate_backend`, a reset connection), errs, or misses
 registered again; reads that began before that are not stored (`epoch`).
 `tests/server/test_cache_faults.py` restarts and terminates the database under two instances.
 
-`CACHE_TTL` bounds an entry's life in any case; `CACHE_MAX_ITEMS` bounds each worker's item
-dict, `CACHE_MAX_PAGES` and `CACHE_MAX_PAGE_BYTES` its page dict (oldest entry out first).
+`CACHE_TTL` bounds an entry's life in any case (a random 75-100 % of it, `TTL_SPREAD`): it is
+what bounds the staleness of a write that bypasses the trigger (triggers disabled,
+`session_replication_role = replica`). `CACHE_MAX_ITEMS` bounds each worker's item dict,
+`CACHE_MAX_PAGES` and `CACHE_MAX_PAGE_BYTES` its page dict (oldest entry out first).
 """
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 from decimal import Decimal
@@ -65,6 +68,11 @@ class Lookups:
 
 LOOKUPS = Lookups()
 PAGE_LOOKUPS = Lookups()
+
+# An entry lives a random 75-100 % of CACHE_TTL: entries stored together (the burst after a
+# start) then expire over a quarter of it, not all in one second and back to the database at
+# once (a latency spike every CACHE_TTL under steady load).
+TTL_SPREAD = 0.25
 
 
 @dataclass(slots=True)
@@ -156,9 +164,7 @@ class ItemCache:
         entries = self.entries
         if held is None and len(entries) >= self.max_items:
             del entries[next(iter(entries))]
-        entries[item_id] = Entry(
-            version, seen.generation, seen.epoch, time.monotonic() + self.ttl, body
-        )
+        entries[item_id] = Entry(version, seen.generation, seen.epoch, self._expiry(), body)
 
     def invalidate(self, item_id: int) -> None:
         """A write to `item_id` committed: no worker of this machine may serve the old item,
@@ -210,10 +216,12 @@ class ItemCache:
             len(pages) >= self.max_pages or self.page_bytes + len(body) > self.max_page_bytes
         ):
             self.page_bytes -= len(pages.pop(next(iter(pages))).body)
-        pages[_bounded(key)] = Page(
-            seen.generation, seen.epoch, time.monotonic() + self.ttl, body, next_cursor
-        )
+        pages[_bounded(key)] = Page(seen.generation, seen.epoch, self._expiry(), body, next_cursor)
         self.page_bytes += len(body)
+
+    def _expiry(self) -> float:
+        spread = TTL_SPREAD * random.random()  # noqa: S311 (spreading expiries, not a secret)
+        return time.monotonic() + self.ttl * (1.0 - spread)
 
     def restart(self, *, listening: bool) -> None:
         self.listening = listening

@@ -89,6 +89,18 @@ def test_entries_expire_after_the_ttl() -> None:
     assert cache.get(1) is None
 
 
+def test_entries_stored_together_expire_over_the_last_quarter_of_the_ttl() -> None:
+    cache = _cache(ttl=100.0, max_items=1000)
+    before = time.monotonic()
+    for item_id in range(1, 201):
+        _read(cache, item_id, 1)
+    after = time.monotonic()
+    lives = sorted(entry.expires for entry in cache.entries.values())
+    assert before + 75.0 <= lives[0] and lives[-1] <= after + 100.0
+    # Spread, not one instant: the first and last tenth are at least 15 s apart.
+    assert lives[-20] - lives[19] > 15.0
+
+
 def test_the_oldest_entry_goes_when_full() -> None:
     cache = _cache(max_items=2)
     for item_id in (1, 2, 3):
