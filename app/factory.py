@@ -26,6 +26,7 @@ from app.db.pool import Database
 from app.http import middleware, swagger_ui
 from app.http.bodies import JsonRequest
 from app.http.errors import ProblemHandler
+from app.http.routing import Router
 from app.items import cache, idempotency
 from app.items import routes as items
 from app.ops import balance, gauges, health, lifecycle, logs, metrics, tracing
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None) -> ItemsApp:
         APP_NAME,
         ctx=AppContext(settings),
         error_handler=ProblemHandler(PROBLEMS),
+        router=Router(),
         # Every JSON body goes through the one strict parser (app/http/bodies.py).
         request_class=JsonRequest,
         configure_logging=False,
