@@ -26,9 +26,9 @@ log = logging.getLogger("app.errors")
 
 
 def _rate_limit_headers(exc: RateLimited) -> dict[str, str]:
-    headers = exc.decision.headers()
-    headers["Retry-After"] = str(exc.decision.reset)
-    return headers
+    # The `RateLimit-*` fields were kept for the response when the limit refused it
+    # (`app.http.middleware.keep_for_response`), as for every counted answer.
+    return {"Retry-After": str(exc.decision.reset)}
 
 
 def _insufficient_scope(exc: ScopeMissing) -> dict[str, str]:

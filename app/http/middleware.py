@@ -6,12 +6,13 @@ from __future__ import annotations
 import itertools
 import os
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from sanic import Request, Sanic
 from sanic.response import BaseHTTPResponse
 
-from app.http.responses import fixed_header
+from app.http.responses import EncodedHeaders, Response
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # Taken from the client only when it is short and plain, so it is safe in logs and headers.
@@ -32,8 +33,17 @@ DOCS_CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
     "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
 )
-for _name, _value in (*SECURITY_HEADERS.items(), ("Content-Security-Policy", API_CSP)):
-    fixed_header(_name, _value)
+
+
+def encode_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[bytes, bytes], ...]:
+    """Header pairs as sent: for values fixed by code or settings, encoded once."""
+    return tuple((name.encode(), value.encode()) for name, value in headers)
+
+
+_API_HEADERS = encode_headers((*SECURITY_HEADERS.items(), ("Content-Security-Policy", API_CSP)))
+_DOCS_HEADERS = encode_headers((*SECURITY_HEADERS.items(), ("Content-Security-Policy", DOCS_CSP)))
+_REQUEST_ID = REQUEST_ID_HEADER.encode()
+_NO_STORE = (b"Cache-Control", b"no-store")
 
 
 def request_id(request: Request) -> str:
@@ -50,7 +60,7 @@ def request_id(request: Request) -> str:
     return rid
 
 
-def keep_for_response(request: Request, headers: dict[str, str]) -> None:
+def keep_for_response(request: Request, headers: EncodedHeaders) -> None:
     """Headers for whatever response `request` gets, errors included (`RateLimit-*`).
 
     For request middleware, which decides before any response exists: one response
@@ -60,25 +70,33 @@ def keep_for_response(request: Request, headers: dict[str, str]) -> None:
 
 
 def response_headers(request: Request, response: BaseHTTPResponse) -> None:
-    """The headers every response carries: security headers, request id, and those kept."""
-    headers = response.headers
-    for name, value in SECURITY_HEADERS.items():
-        headers.setdefault(name, value)
+    """The headers every response carries: security headers, request id, and those kept.
+
+    Set, not added: calling it again (an error response is built with them, then passes
+    through response middleware) sends each once.
+    """
     # Decided by the route that served the request, never by the path as spelt (`//auth`,
     # `/auth/`): the first segment of its template; unmatched requests are neither.
     route = request.route
     section = route.path.split("/", 1)[0] if route is not None else ""
-    headers.setdefault("Content-Security-Policy", DOCS_CSP if section == "docs" else API_CSP)
-    headers[REQUEST_ID_HEADER] = request_id(request)
-    kept: dict[str, str] | None = getattr(request.ctx, "response_headers", None)
+    headers = [
+        *(_DOCS_HEADERS if section == "docs" else _API_HEADERS),
+        (_REQUEST_ID, request_id(request).encode()),
+    ]
+    kept: EncodedHeaders | None = getattr(request.ctx, "response_headers", None)
     if kept is not None:
-        headers.update(kept)
+        headers.extend(kept)
     # Tokens never sit in a cache; HSTS only over a direct TLS connection.
     if section == "auth":
-        headers["Cache-Control"] = "no-store"
+        headers.append(_NO_STORE)
     conn = request.conn_info
     if conn is not None and conn.ssl and (max_age := request.app.ctx.settings.HSTS_MAX_AGE):
-        headers["Strict-Transport-Security"] = f"max-age={max_age}"
+        headers.append((b"Strict-Transport-Security", b"max-age=%d" % max_age))
+    if isinstance(response, Response):
+        response.common_headers = headers
+    else:  # Sanic's own responses (files, 204s, probes): through their header dict
+        for name, value in headers:
+            response.headers[name.decode()] = value.decode()
 
 
 def register(app: Sanic[Any, Any]) -> None:

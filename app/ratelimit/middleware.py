@@ -16,7 +16,6 @@ from app.auth.identity import count_key
 from app.auth.users import USERNAME
 from app.http.client import address_key, client_ip
 from app.http.middleware import keep_for_response
-from app.http.responses import fixed_header
 from app.ops.balance import worker_index
 from app.ops.metrics import RATE_LIMITED
 from app.ratelimit.policy import Decision, Limiter, LocalLimiter, Policy, RateLimited, RedisLimiter
@@ -93,10 +92,6 @@ def register(app: Sanic[Any, Any], settings: Settings) -> None:
         else Policy.parse(settings.RATE_LIMIT_AUTH_USER)
     )
     trusted = settings.TRUSTED_PROXIES
-    for policy in (general, auth, auth_user):
-        if policy is not None:
-            fixed_header("RateLimit-Limit", policy.limit_text)
-            fixed_header("RateLimit-Policy", policy.policy_text)
 
     # A single-process server's table has only the one column it writes.
     table = share(

@@ -37,7 +37,7 @@ class RateLimited(Exception):
 class Policy:
     """One limit, with what every hit needs worked out once: its table key suffix and headers."""
 
-    __slots__ = ("amount", "item", "limit_text", "period", "policy_text", "suffix")
+    __slots__ = ("amount", "item", "limit_header", "period", "policy_header", "suffix")
 
     def __init__(self, item: RateLimitItem) -> None:
         self.item = item
@@ -45,8 +45,8 @@ class Policy:
         self.period = item.get_expiry()
         # A key's count is per policy: the same client under two limits has two rows.
         self.suffix = f"|{self.amount}/{self.period}"
-        self.limit_text = str(self.amount)
-        self.policy_text = f"{self.amount};w={self.period}"
+        self.limit_header = (b"RateLimit-Limit", b"%d" % self.amount)
+        self.policy_header = (b"RateLimit-Policy", b"%d;w=%d" % (self.amount, self.period))
 
     @classmethod
     def parse(cls, text: str) -> Policy:
@@ -80,14 +80,14 @@ class Decision:
     def period(self) -> int:
         return self.policy.period
 
-    def headers(self) -> dict[str, str]:
-        """The IETF draft `RateLimit-*` fields (draft-ietf-httpapi-ratelimit-headers)."""
-        return {
-            "RateLimit-Limit": self.policy.limit_text,
-            "RateLimit-Remaining": str(self.remaining),
-            "RateLimit-Reset": str(self.reset),
-            "RateLimit-Policy": self.policy.policy_text,
-        }
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The IETF draft `RateLimit-*` fields (draft-ietf-httpapi-ratelimit-headers), encoded."""
+        return [
+            self.policy.limit_header,
+            (b"RateLimit-Remaining", b"%d" % self.remaining),
+            (b"RateLimit-Reset", b"%d" % self.reset),
+            self.policy.policy_header,
+        ]
 
 
 class Limiter(Protocol):

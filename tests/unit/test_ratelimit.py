@@ -88,12 +88,12 @@ def test_decision_admits_up_to_the_limit_and_says_so_in_headers() -> None:
     decisions = [limiter.hit_now("ip:1.2.3.4", policy, now) for _ in range(4)]
     assert [d.allowed for d in decisions] == [True, True, True, False]
     assert [d.remaining for d in decisions] == [2, 1, 0, 0]
-    assert decisions[-1].headers() == {
-        "RateLimit-Limit": "3",
-        "RateLimit-Remaining": "0",
-        "RateLimit-Reset": "45",
-        "RateLimit-Policy": "3;w=60",
-    }
+    assert decisions[-1].headers() == [
+        (b"RateLimit-Limit", b"3"),
+        (b"RateLimit-Remaining", b"0"),
+        (b"RateLimit-Reset", b"45"),
+        (b"RateLimit-Policy", b"3;w=60"),
+    ]
     # The next window admits again.
     assert limiter.hit_now("ip:1.2.3.4", policy, 660.0).allowed
 

@@ -43,3 +43,18 @@ def test_a_fixed_header_is_sent_as_sanic_would_send_it_and_only_for_its_own_valu
         head = format_http1_response(200, ours.processed_headers)
         assert head == format_http1_response(200, sanics.processed_headers)
         assert f"X-Fixed: {value}\r\n".encode() in head
+
+
+def test_common_headers_follow_the_responses_own_as_sanic_would_send_them() -> None:
+    own = {"ETag": '"v3"'}
+    common = {"X-Frame-Options": "DENY", "X-Request-ID": "7d75e313", "RateLimit-Remaining": "9"}
+    ours = Response(b"{}", headers=own, content_type="application/json")
+    ours.common_headers = [(name.encode(), value.encode()) for name, value in common.items()]
+    sanics = HTTPResponse(b"{}", headers=own, content_type="application/json")
+    sanics.headers.update(common)
+    head = format_http1_response(200, ours.processed_headers)
+    lines = head.split(b"\r\n")
+    assert sorted(lines) == sorted(
+        format_http1_response(200, sanics.processed_headers).split(b"\r\n")
+    )
+    assert lines[-4:-2] == [b"X-Request-ID: 7d75e313", b"RateLimit-Remaining: 9"]
