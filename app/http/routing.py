@@ -1,4 +1,5 @@
-"""The service's router: Sanic's, remembering more resolved paths."""
+"""The service's router: Sanic's, with integers in paths in one spelling and more resolved
+paths remembered."""
 
 from __future__ import annotations
 
@@ -19,9 +20,27 @@ ROUTE_CACHE_SIZE = 10_000
 CACHED_KEY_CHARS = 128
 
 
+# What an `<name:int>` segment may look like; `canonical_int` holds it to it.
+INT_SEGMENT = r"^-?(0|[1-9][0-9]*)$"
+
+
+def canonical_int(text: str) -> int:
+    """An integer path segment in its one decimal spelling, else ValueError (no route).
+
+    Sanic casts `<name:int>` with `int()`, which also takes `+5`, `05`, `1_0` and spaces: one
+    item would answer at many URLs, each its own entry in any HTTP cache on the way, and
+    none of them invalidated with the real one.
+    """
+    value = int(text)
+    if str(value) != text:
+        raise ValueError(f"{text!r} is not an integer in its decimal spelling")
+    return value
+
+
 class Router(SanicRouter):
     def __init__(self) -> None:
         super().__init__()
+        self.register_pattern("int", canonical_int, INT_SEGMENT)
         self._resolved = lru_cache(maxsize=ROUTE_CACHE_SIZE)(self._get)
 
     def get(  # type: ignore[override]

@@ -6,7 +6,7 @@ import pytest
 from sanic import Sanic, empty
 from sanic.exceptions import MethodNotAllowed, NotFound
 
-from app.http.routing import CACHED_KEY_CHARS, ROUTE_CACHE_SIZE, Router
+from app.http.routing import CACHED_KEY_CHARS, ROUTE_CACHE_SIZE, Router, canonical_int
 
 
 @pytest.fixture
@@ -53,3 +53,24 @@ def test_refusals_are_not_remembered(router: Router) -> None:
     with pytest.raises(MethodNotAllowed):
         router.get("/items/1", "DELETE", None)
     assert router._resolved.cache_info().currsize == 0
+
+
+@pytest.mark.parametrize("text", ["0", "7", "-7", "9223372036854775808", "-10"])
+def test_an_integer_segment_in_its_decimal_spelling_is_taken(text: str) -> None:
+    assert canonical_int(text) == int(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "05", "+5", "-0", "1_0", " 5", "5 ", "\u0665", "\uff11", "0x10", "1.0", "-", "--1"]
+)
+def test_any_other_spelling_of_an_integer_is_not(text: str) -> None:
+    with pytest.raises(ValueError):
+        canonical_int(text)
+
+
+def test_the_router_sends_other_spellings_nowhere(router: Router) -> None:
+    for path in ("/items/05", "/items/+5", "/items/5_0"):
+        with pytest.raises(NotFound):
+            router.get(path, "GET", None)
+    _, _, params = router.get("/items/-5", "GET", None)
+    assert params == {"item_id": -5}

@@ -249,6 +249,20 @@ def test_non_integer_id_is_not_found(client: ReusableClient, path: str) -> None:
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE"])
+@pytest.mark.parametrize("spelling", ["0{id}", "+{id}", "{id}_0", "-0", "%2B{id}", "{id}%20"])
+def test_an_id_answers_at_one_spelling_only(
+    client: ReusableClient, method: str, spelling: str
+) -> None:
+    item = create(client)
+    path = f"/items/{spelling.format(id=item['id'])}"
+    kwargs = {} if method in ("GET", "DELETE") else {"json": valid_item()}
+    _, resp = client.request(path, http_method=method.lower(), **kwargs)
+    assert_problem(resp, 404)
+    _, resp = client.get(f"/items/{item['id']}")
+    assert resp.status == 200 and resp.json == item
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE"])
 @pytest.mark.parametrize(
     "item_id",
     [MAX_BIGINT + 1, MIN_BIGINT - 1, 10**30, -(10**30)],
