@@ -35,9 +35,8 @@ def _encoded_name(name: str) -> bytes:
 def fixed_header(name: str, value: str) -> None:
     """Encode `name: value` once; a response carrying exactly that header reuses the bytes.
 
-    For headers most responses carry with a value from code or settings (security headers,
-    the rate limit's policy, content types), never for anything a request chose: the table
-    grows only by these calls.
+    For headers most responses carry with a value from code (content types, `connection`),
+    never for anything a request chose: the table grows only by these calls.
     """
     _FIXED[(name, value)] = (_encoded_name(name), _sanitize(value).encode(errors="surrogateescape"))
 

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 
 import asyncpg
 import orjson
-from sanic import Blueprint, HTTPResponse, Request, empty
+from sanic import Blueprint, HTTPResponse, Request
 from sanic_ext import validate
 
 from app.auth.tokens import require_scope
@@ -122,7 +122,7 @@ async def get_item(request: Request, item_id: int) -> HTTPResponse:
         if seen is not None:
             cache.put(item_id, seen, version, body)
     if none_match(request.headers.get("if-none-match"), version):
-        return empty(status=304, headers={"ETag": etag(version)})
+        return Response(status=304, headers={"ETag": etag(version)})
     return Response(body, headers={"ETag": etag(version)}, content_type=JSON)
 
 
@@ -161,4 +161,4 @@ async def delete_item(request: Request, item_id: int) -> HTTPResponse:
     """Delete an item; `If-Match` makes it conditional."""
     await store.delete_item(request.app.ctx.db, item_id, if_match(request.headers.get("if-match")))
     invalidate_cached(request, item_id)
-    return empty(status=204)
+    return Response(status=204)
