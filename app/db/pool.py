@@ -282,8 +282,8 @@ class Database:
         One that overruns is cancelled, which ends its connection (`TerminatingConnection`),
         and the deadline raises TimeoutError here."""
         conn, waited_until = await self.take_connection()
-        left = self.statement_timeout(waited_until)
         try:
+            left = self.statement_timeout(waited_until)
             async with asyncio.timeout(self.command_timeout if left is None else left):
                 yield conn
         finally:

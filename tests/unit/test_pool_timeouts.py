@@ -93,3 +93,34 @@ def test_a_cancelled_statement_ends_its_connection_and_the_pool_stays_whole(
             await bounded(pool.close())
 
     asyncio.run(scenario())
+
+
+def test_a_turn_whose_wait_used_the_statements_time_gives_its_connection_back(
+    database_url: str,
+) -> None:
+    """`held()` after a wait longer than DB_COMMAND_TIMEOUT (DB_ACQUIRE_TIMEOUT may be the
+    longer): TimeoutError for that caller, and its turn and pool slot come back."""
+
+    async def scenario() -> None:
+        pool = await bounded(
+            asyncpg.create_pool(
+                database_url, min_size=1, max_size=1, connection_class=TerminatingConnection
+            )
+        )
+        db = Database(pool, acquire_timeout=5, command_timeout=0.3)
+        try:
+            holder = await bounded(db.acquire())
+            late = asyncio.ensure_future(db.held().__aenter__())
+            await asyncio.sleep(0.5)  # the waiter's whole statement time goes by
+            await db.release(holder)
+            try:
+                await bounded(late)
+            except TimeoutError:
+                pass
+            else:
+                raise AssertionError("a turn past its statement's time was served")
+            assert await bounded(db.fetchval("SELECT 1")) == 1
+        finally:
+            await bounded(pool.close())
+
+    asyncio.run(scenario())
